@@ -1,0 +1,1 @@
+"""Benchmarks: `task bench`, `task bench:<stage>`, `task chaos`, `task soak`."""

@@ -1,0 +1,16 @@
+"""One logging setup for every process: timestamped lines on stderr (the supervisor files them)."""
+
+from __future__ import annotations
+
+import logging
+
+
+def setup_logging(level: str = "INFO", service: str = "k2") -> None:
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
+        force=True,
+    )
+    # aiokafka and Faust are chatty at INFO about every rebalance step.
+    for noisy in ("aiokafka", "kafka", "faust.transport", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
