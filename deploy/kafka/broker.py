@@ -10,9 +10,9 @@ Used by `task up`, the test fixtures and the benchmarks alike.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import signal

@@ -55,10 +55,8 @@ async def _wait_loop(bootstrap: str, deadline: float) -> None:
         except (KafkaError, OSError) as exc:
             last_error = exc
         finally:
-            try:
+            with contextlib.suppress(Exception):
                 await admin.close()
-            except Exception:
-                pass
         await asyncio.sleep(0.25)
     raise TimeoutError(f"Kafka at {bootstrap} did not answer in time: {last_error!r}")
 
