@@ -29,11 +29,11 @@ NAMESPACE = "market"
 MONEY = DecimalType(38, 18)
 
 
-def _req(field_id: int, name: str, field_type, doc: str = "") -> NestedField:  # noqa: ANN001
+def _req(field_id: int, name: str, field_type, doc: str = "") -> NestedField:
     return NestedField(field_id, name, field_type, required=True, doc=doc or None)
 
 
-def _opt(field_id: int, name: str, field_type, doc: str = "") -> NestedField:  # noqa: ANN001
+def _opt(field_id: int, name: str, field_type, doc: str = "") -> NestedField:
     return NestedField(field_id, name, field_type, required=False, doc=doc or None)
 
 
@@ -136,7 +136,8 @@ SILVER_DLQ = "silver_dlq"
 
 TABLES: dict[str, TableSpec] = {
     **{bronze_table(ex): TableSpec(bronze_table(ex), BRONZE_SCHEMA, BRONZE_PARTITION) for ex in EXCHANGES},
-    SILVER_TRADES: TableSpec(SILVER_TRADES, SILVER_TRADES_SCHEMA, SILVER_TRADES_PARTITION, SILVER_TRADES_SORT),
+    SILVER_TRADES: TableSpec(SILVER_TRADES, SILVER_TRADES_SCHEMA, SILVER_TRADES_PARTITION,
+                             SILVER_TRADES_SORT),
     SILVER_DLQ: TableSpec(SILVER_DLQ, SILVER_DLQ_SCHEMA, SILVER_DLQ_PARTITION),
     **{gold_table(tf): TableSpec(gold_table(tf), GOLD_OHLCV_SCHEMA, GOLD_OHLCV_PARTITION, GOLD_OHLCV_SORT)
        for tf in TIMEFRAMES},
