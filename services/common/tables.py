@@ -14,6 +14,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table.sorting import SortField, SortOrder
 from pyiceberg.transforms import DayTransform, IdentityTransform, MonthTransform
 from pyiceberg.types import (
+    BinaryType,
     DecimalType,
     IntegerType,
     LongType,
@@ -47,6 +48,8 @@ BRONZE_SCHEMA = Schema(
     _req(7, "kafka_topic", StringType()),
     _req(8, "kafka_partition", IntegerType()),
     _req(9, "kafka_offset", LongType()),
+    _opt(10, "frame_bytes", BinaryType(), "the frame bytes, set only when they are not valid UTF-8 "
+         "(`frame` then holds them decoded with U+FFFD replacements)"),
 )
 BRONZE_PARTITION = PartitionSpec(PartitionField(1, 1000, DayTransform(), "received_day"))
 
