@@ -1,0 +1,76 @@
+"""Known data for the query tests and benchmark: deterministic trades and the candles they make.
+
+Candles are computed here in plain Python (the contract of services/common: open/close by
+trade_order_key, vwap = quote_volume / volume half-even to 18 places), so every endpoint's
+answer can be compared with a direct computation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import replace
+from decimal import Decimal
+
+from services.common.decimals import add, divide, multiply
+from services.common.schemas import TIMEFRAMES, Candle, Trade, trade_order_key, window_start
+from services.common.topics import TRADES
+
+DAY_US = 86_400_000_000
+DAY0_US = 1_709_251_200_000_000  # 2024-03-01T00:00:00Z
+MARKETS = (("binance", "BTC/USDT", "BTCUSDT", Decimal("67000")),
+           ("binance", "ETH/USDT", "ETHUSDT", Decimal("3500")),
+           ("kraken", "BTC/USD", "BTC/USD", Decimal("66900")),
+           ("coinbase", "BTC/USD", "BTC-USD", Decimal("66950")))
+
+
+def make_trades(per_market: int, start_us: int = DAY0_US, span_us: int = 36 * 3600 * 1_000_000,
+                seed: int = 7) -> list[Trade]:
+    """per_market trades per market spread over [start, start + span), with same-µs ties."""
+    rng = random.Random(seed)
+    out: list[Trade] = []
+    for exchange, symbol, native, ref in MARKETS:
+        ts = start_us
+        step = span_us // per_market
+        for i in range(per_market):
+            if i % 17 != 5:  # every 17th trade shares its predecessor's microsecond
+                ts = start_us + i * step + rng.randrange(step)
+            price = ref + Decimal(rng.randrange(-50_000, 50_000)) / 100
+            qty = Decimal(rng.randrange(1, 500_000)) / Decimal(100_000)
+            trade_id = str(1_000_000 + i) if exchange != "coinbase" else f"cb-{i:07d}"
+            out.append(Trade(exchange=exchange, symbol=symbol, exchange_symbol=native, trade_id=trade_id,
+                             exchange_ts=ts, received_at=ts + 1500, price=price, quantity=qty,
+                             quote_quantity=multiply(price, qty), side="BUY" if rng.random() < 0.5 else "SELL",
+                             source_topic=TRADES, source_partition=i % 6, source_offset=i))
+    return out
+
+
+def candles_of(trades: Iterable[Trade], timeframe: str, revision: int = 0) -> list[Candle]:
+    groups: dict[tuple[str, str, int], list[Trade]] = {}
+    for t in trades:
+        groups.setdefault((t.exchange, t.symbol, window_start(t.exchange_ts, timeframe)), []).append(t)
+    out = []
+    for (exchange, symbol, start), group in sorted(groups.items()):
+        group.sort(key=lambda t: trade_order_key(t.exchange_ts, t.trade_id))
+        volume = quote = buy = sell = Decimal(0)
+        for t in group:
+            volume = add(volume, t.quantity)
+            quote = add(quote, t.quote_quantity)
+            if t.side == "BUY":
+                buy = add(buy, t.quantity)
+            else:
+                sell = add(sell, t.quantity)
+        out.append(Candle(exchange=exchange, symbol=symbol, timeframe=timeframe, window_start=start,
+                          window_end=start + TIMEFRAMES[timeframe], open=group[0].price,
+                          high=max(t.price for t in group), low=min(t.price for t in group),
+                          close=group[-1].price, volume=volume, quote_volume=quote, trade_count=len(group),
+                          vwap=divide(quote, volume), buy_volume=buy, sell_volume=sell,
+                          first_trade_ts=group[0].exchange_ts, last_trade_ts=group[-1].exchange_ts,
+                          revision=revision))
+    return out
+
+
+def revised(candle: Candle) -> Candle:
+    """A later revision of a candle with a different close and volume (as a late trade would make)."""
+    return replace(candle, close=candle.close + Decimal("0.01"), volume=candle.volume + Decimal("1"),
+                   trade_count=candle.trade_count + 1, revision=candle.revision + 1)
