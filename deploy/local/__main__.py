@@ -119,14 +119,15 @@ def print_status(settings: DeploySettings, with_lag: bool = True) -> bool:
     print(f"{'PROCESS':<16}{'STATE':<10}{'PID':>8}  {'HEALTH':<8}ENDPOINT")
     print(f"{'kafka':<16}{'RUNNING' if broker_pid else 'STOPPED':<10}{broker_pid or '-':>8}  "
           f"{'ok' if broker_pid else 'down':<8}{broker.bootstrap}")
-    urls = endpoints(settings, procs) if procs else {}
+    planned = plan_file(settings).exists()
+    urls = endpoints(settings, procs) if planned else {}
     for name, url in urls.items():
         info = states.get(name, {})
         state = info.get("statename", "ABSENT")
         good = state == "RUNNING" and healthy(url)
         ok = ok and good
         print(f"{name:<16}{state:<10}{info.get('pid') or '-':>8}  {'ok' if good else 'down':<8}{url}")
-    if not procs:
+    if not planned:
         print("(no supervisor plan: run `python -m deploy.local up`)")
         ok = False
     if with_lag and broker_pid:

@@ -40,6 +40,13 @@ class Proc:
         return [sys.executable, "-m", self.module, *self.args]
 
 
+# Per-replica identity: a restarted replica comes back under the same name (static membership, its state).
+REPLICA_ENV = {
+    "lakewriter": lambda r: {"K2_LAKEWRITER_INSTANCE_ID": f"lakewriter-{r}"},
+    "ohlcv": lambda r: {"K2_OHLCV_WORKER_NAME": f"ohlcv-{r}"},
+}
+
+
 def simulator_port(settings: DeploySettings) -> int:
     return settings.deploy_simulator_port or settings.deploy_port_base + 99
 
@@ -66,6 +73,7 @@ def build_plan(settings: DeploySettings, demo: bool = False) -> list[Proc]:
         for replica in range(settings.replicas(service)):
             port = metrics_port(settings, service, replica)
             env = {"K2_METRICS_PORT": str(port), "K2_REPLICA": str(replica)}
+            env.update(REPLICA_ENV.get(service, lambda r: {})(replica))
             if service == "query":
                 env.update(query_env(port))
             if service == "feed":
