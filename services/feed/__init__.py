@@ -1,0 +1,1 @@
+"""The feed: exchange WebSocket streams → raw Kafka topics, plus capture, replay and a local simulator."""

@@ -1,0 +1,38 @@
+"""A raw record on its way to Kafka (or to a capture file)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.common.raw import KIND_FRAME, RawHeaders
+from services.common.topics import RAW_TOPICS
+
+
+@dataclass(slots=True)
+class RawRecord:
+    exchange: str
+    value: bytes
+    received_at_ns: int
+    connection_id: str
+    seq: int
+    kind: str = KIND_FRAME
+
+    @property
+    def topic(self) -> str:
+        return RAW_TOPICS[self.exchange]
+
+    @property
+    def key(self) -> bytes:
+        return self.connection_id.encode()
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return RawHeaders(self.received_at_ns, self.connection_id, self.seq, self.kind).to_kafka()
+
+
+class Sink(Protocol):
+    """Where connectors put what they receive: Kafka (KafkaPublisher) or a file (CaptureWriter)."""
+
+    def full(self) -> bool: ...
+
+    async def publish(self, record: RawRecord) -> None: ...
