@@ -1,0 +1,188 @@
+"""The two stages' batch logic, independent of Faust: records in → outputs + offsets → one transaction.
+
+Stage 1 (raw → parsed): parse frames, dead-letter bad elements, Coinbase sequence and disconnect gaps.
+Stage 2 (parsed → trades): drop duplicates by natural key, report holes in sequential trade ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+
+from services.common.instruments import InstrumentList
+from services.common.raw import KIND_MARKER, DisconnectMarker, RawHeaders
+from services.common.schemas import DeadLetter, Gap, SchemaError, Trade
+from services.common.topics import GAPS, RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
+from services.normalizer import metrics as m
+from services.normalizer.dedup import Verdict
+from services.normalizer.parsers import Lineage, parse_frame
+from services.normalizer.sequences import SequenceTracker
+from services.normalizer.state import DedupStore
+from services.normalizer.txn import Output, TransactionalSender
+
+log = logging.getLogger(__name__)
+EXCHANGE_OF_TOPIC = {topic: exchange for exchange, topic in RAW_TOPICS.items()}
+
+
+@dataclass(slots=True)
+class Record:
+    """What a stage needs of a consumed Kafka record (Faust event or aiokafka record alike)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if record.offset + 1 > offsets.get(tp, 0):
+            offsets[tp] = record.offset + 1
+    return offsets
+
+
+class ParseStage:
+    def __init__(self, sender: TransactionalSender, instruments: InstrumentList) -> None:
+        self.sender = sender
+        self.instruments = instruments
+        self.sequences = SequenceTracker()
+
+    def process(self, records: list[Record]) -> list[Output]:
+        outputs: list[Output] = []
+        for record in records:
+            try:
+                self._one(record, outputs)
+            except Exception as exc:  # never crash on input: the record becomes a dead letter
+                log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
+                exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
+                self._dead(outputs, record, exchange, record.timestamp_ms * 1000, "unknown_frame",
+                           f"normalizer error: {exc!r}", _text(record.value), -1)
+        return outputs
+
+    async def run(self, records: list[Record]) -> None:
+        outputs = self.process(records)
+        await self.sender.commit(outputs, _next_offsets(records))
+        m.TRANSACTIONS.labels("parse").inc()
+
+    def _one(self, record: Record, outputs: list[Output]) -> None:
+        exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
+        try:
+            headers = RawHeaders.from_kafka(record.headers)
+        except ValueError as exc:
+            m.FRAMES_IN.labels(exchange, "rejected").inc()
+            self._dead(outputs, record, exchange, record.timestamp_ms * 1000, "missing_field", str(exc),
+                       _text(record.value), -1)
+            return
+        received_us = headers.received_at_ns // 1000
+        value = record.value or b""
+        if headers.kind == KIND_MARKER:
+            self._marker(record, exchange, received_us, value, outputs)
+            return
+        result = parse_frame(exchange, value, received_us,
+                             Lineage(record.topic, record.partition, record.offset), self.instruments)
+        m.FRAMES_IN.labels(exchange, result.kind).inc()
+        if result.control is not None and result.control != "empty":
+            m.CONTROL_FRAMES.labels(exchange, result.control).inc()
+        if result.sequence is not None:
+            hole = self.sequences.observe(record.partition, headers.connection_id, result.sequence)
+            if hole is not None:
+                gap = Gap(exchange=exchange, scope="connection", subject=headers.connection_id,
+                          kind="sequence", expected=hole.expected, received=hole.received,
+                          missing=hole.missing, detected_at=received_us)
+                _gap(outputs, gap)
+        if result.trades:
+            m.TRADES_IN.labels(exchange).inc(len(result.trades))
+            for trade in result.trades:
+                outputs.append((TRADES_PARSED, trade.key.encode(), trade.encode(), None))
+        for rej in result.rejections:
+            self._dead(outputs, record, exchange, received_us, rej.reason, rej.detail, rej.payload,
+                       rej.element_index)
+
+    def _marker(self, record: Record, exchange: str, received_us: int, value: bytes,
+                outputs: list[Output]) -> None:
+        try:
+            marker = DisconnectMarker.decode(value)
+        except Exception as exc:
+            m.FRAMES_IN.labels(exchange, "rejected").inc()
+            self._dead(outputs, record, exchange, received_us, "unknown_frame",
+                       f"bad disconnect marker: {exc!r}", _text(value), -1)
+            return
+        m.FRAMES_IN.labels(exchange, "marker").inc()
+        self.sequences.reset(marker.connection_id)
+        _gap(outputs, Gap(exchange=exchange, scope="connection", subject=marker.connection_id,
+                          kind="disconnect", expected=None, received=None, missing=0,
+                          detected_at=received_us, down_from=marker.down_from_ns // 1000,
+                          down_to=marker.down_to_ns // 1000))
+
+    @staticmethod
+    def _dead(outputs: list[Output], record: Record, exchange: str, received_us: int, reason: str,
+              detail: str, payload: str, index: int) -> None:
+        m.DEAD_LETTERS.labels(exchange, reason).inc()
+        letter = DeadLetter(source_topic=record.topic, source_partition=record.partition,
+                            source_offset=record.offset, exchange=exchange, received_at=received_us,
+                            reason=reason, detail=detail, payload=payload, element_index=index)
+        outputs.append((TRADES_DLQ, letter.key.encode(), letter.encode(), None))
+
+
+def _gap(outputs: list[Output], gap: Gap) -> None:
+    m.GAPS.labels(gap.exchange, gap.kind).inc()
+    m.MISSING.labels(gap.exchange).inc(gap.missing)
+    outputs.append((GAPS, gap.key.encode(), gap.encode(), None))
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"")[:65536].decode("utf-8", errors="replace")
+
+
+class DedupStage:
+    def __init__(self, sender: TransactionalSender, store: DedupStore) -> None:
+        self.sender = sender
+        self.store = store
+
+    async def process(self, records: list[Record]) -> tuple[list[Output], list[Trade]]:
+        outputs: list[Output] = []
+        published: list[Trade] = []
+        changed: dict[tuple[int, str], object] = {}
+        for record in records:
+            states = await self.store.partition(record.partition)
+            try:
+                trade = Trade.decode(record.value or b"")
+            except SchemaError as exc:  # only a foreign writer could put this here
+                log.error("undecodable parsed record %s[%d]@%d: %s", record.topic, record.partition,
+                          record.offset, exc)
+                continue
+            key = trade.key
+            state = self.store.state(states, key, trade.exchange)
+            verdict: Verdict = state.check(trade.trade_id)
+            if verdict.gap_expected is not None:
+                _gap(outputs, Gap(exchange=trade.exchange, scope="symbol", subject=trade.symbol,
+                                  kind="sequence", expected=verdict.gap_expected,
+                                  received=verdict.gap_received, missing=verdict.missing,
+                                  detected_at=trade.received_at))
+            if not verdict.publish:
+                m.DUPLICATES.labels(trade.exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
+                continue
+            changed[(record.partition, key)] = state
+            outputs.append((TRADES, key.encode(), record.value or b"", None))
+            published.append(trade)
+        for (partition, key), state in changed.items():
+            outputs.append((self.store.topic, key.encode(), state.encode(), partition))  # type: ignore[attr-defined]
+        return outputs, published
+
+    async def run(self, records: list[Record]) -> None:
+        outputs, published = await self.process(records)
+        await self.sender.commit(outputs, _next_offsets(records))
+        m.TRANSACTIONS.labels("dedup").inc()
+        now_us = time.time_ns() // 1000
+        for trade in published:
+            m.TRADES_OUT.labels(trade.exchange).inc()
+            m.EXCHANGE_LATENCY.labels(trade.exchange).observe(max(0, now_us - trade.exchange_ts) / 1e6)
+            m.RECEIVED_LATENCY.labels(trade.exchange).observe(max(0, now_us - trade.received_at) / 1e6)
