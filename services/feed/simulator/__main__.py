@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=settings.feed_simulator_seed)
     args = parser.parse_args(argv)
     setup_logging(settings.log_level, "simulator")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
     serve_metrics("simulator", settings.feed_simulator_metrics_port, settings.metrics_host)
     asyncio.run(serve_forever(settings, args))
     return 0
