@@ -132,7 +132,8 @@ async def get_trades(
     request: Request,
     exchange: Exchange | None = Query(None, description="exchange"),  # type: ignore[valid-type]
     symbol: str | None = Query(None, max_length=40, description=SYMBOL_DOC),
-    start: str | None = Query(None, max_length=40, description=f"inclusive start, {TIME_DOC}; default end - cap"),
+    start: str | None = Query(None, max_length=40,
+                              description=f"inclusive start, {TIME_DOC}; default end - cap"),
     end: str | None = Query(None, max_length=40, description=f"exclusive end, {TIME_DOC}; default now"),
     side: Literal["BUY", "SELL"] | None = Query(None, description="taker side"),
     limit: int | None = Query(None, ge=1, le=10_000, description="rows per JSON page (default 1000)"),
@@ -283,8 +284,8 @@ async def get_symbols(request: Request) -> Response:
 @router.get("/exchanges", summary="Every exchange with trades: symbol count, first/last trade time, count")
 async def get_exchanges(request: Request) -> Response:
     pinned = await _pin(_lake(request), SILVER_TRADES)
-    return await _cached_json(request, ("exchanges", pinned.snapshot_id), _json_rows(pinned, sql.exchanges_sql),
-                              _snapshot_header(pinned))
+    return await _cached_json(request, ("exchanges", pinned.snapshot_id),
+                              _json_rows(pinned, sql.exchanges_sql), _snapshot_header(pinned))
 
 
 @router.get("/summary/{exchange}/{symbol:path}/{day}",
@@ -311,7 +312,8 @@ async def get_summary(
         def dec(value: Any) -> str | None:
             return None if value is None else to_text(value)
 
-        body = {"exchange": ex, "symbol": symbol, "date": parsed.isoformat(), "snapshot_id": pinned.snapshot_id,
+        body = {"exchange": ex, "symbol": symbol, "date": parsed.isoformat(),
+                "snapshot_id": pinned.snapshot_id,
                 "trade_count": count, "open": dec(open_), "high": dec(high), "low": dec(low),
                 "close": dec(close), "volume": dec(volume) if count else "0",
                 "quote_volume": dec(quote_volume) if count else "0",

@@ -48,7 +48,8 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def stream(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, fmt: str, route: str) -> Iterator[bytes]:
+def stream(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, fmt: str,
+           route: str) -> Iterator[bytes]:
     """Execute and encode batch by batch; the cursor is closed when the stream ends or is abandoned."""
     try:
         reader = cursor.execute(sql, params).to_arrow_reader(BATCH_ROWS)

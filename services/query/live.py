@@ -60,7 +60,8 @@ async def candle_events(consumer: AIOKafkaConsumer, timeframe: str, symbol: str,
                     try:
                         candle = Candle.decode(record.value or b"")
                     except SchemaError:
-                        log.warning("skipping a malformed live candle at %s:%d", record.partition, record.offset)
+                        log.warning("skipping a malformed live candle at %s:%d", record.partition,
+                                    record.offset)
                         continue
                     metrics.SSE_CLIENTS.inc()
                     yield (b"event: candle\nid: " + f"{record.partition}-{record.offset}".encode()

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Histogram
 
 from services.common.metrics import LATENCY_BUCKETS
 
-REQUESTS = Counter("k2_query_requests_total", "HTTP requests by route template and status", ["route", "status"])
+REQUESTS = Counter("k2_query_requests_total", "HTTP requests by route template and status",
+                   ["route", "status"])
 LATENCY = Histogram("k2_query_request_duration_seconds", "HTTP request latency by route template", ["route"],
                     buckets=LATENCY_BUCKETS)
 ROWS = Counter("k2_query_rows_returned_total", "Rows returned to clients by route", ["route"])

@@ -61,7 +61,8 @@ class Security:
             return f"addr:{request.client.host if request.client else '?'}"
         if not key:
             metrics.AUTH_FAILURES.labels("401").inc()
-            raise HTTPException(401, "missing API key (header X-API-Key)", headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(401, "missing API key (header X-API-Key)",
+                                headers={"WWW-Authenticate": "ApiKey"})
         if not any(hmac.compare_digest(key.encode(), k.encode()) for k in self.keys):
             metrics.AUTH_FAILURES.labels("403").inc()
             raise HTTPException(403, "invalid API key")
@@ -77,7 +78,8 @@ async def authenticate(request: Request, key: str | None = Depends(API_KEY_HEADE
     return security.principal(request, key)
 
 
-async def rate_limit(principal: str = Depends(authenticate), security: Security = Depends(get_security)) -> str:
+async def rate_limit(principal: str = Depends(authenticate),
+                     security: Security = Depends(get_security)) -> str:
     wait = security.buckets.take(principal)
     if wait > 0:
         metrics.RATE_LIMITED.inc()

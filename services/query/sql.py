@@ -48,7 +48,8 @@ def projection(columns: tuple[str, ...], mode: Mode, extra: dict[str, str] | Non
     if mode == "native":
         return ", ".join([*(f"{v} AS {k}" for k, v in extra.items()), *columns])
     if mode == "text":
-        return ", ".join([*(f"{v} AS {k}" for k, v in extra.items()), *(f"{_text(c)} AS {c}" for c in columns)])
+        return ", ".join([*(f"{v} AS {k}" for k, v in extra.items()),
+                          *(f"{_text(c)} AS {c}" for c in columns)])
     pairs = [*(f"'{k}', {v}" for k, v in extra.items()), *(f"'{c}', {_text(c)}" for c in columns)]
     return f"json_object({', '.join(pairs)}) AS j"
 
@@ -105,7 +106,8 @@ def candles_sql(pinned: Pinned, timeframe: str, start: datetime, end: datetime, 
     extra = {"timeframe": "CAST(? AS VARCHAR)"}
     sql = (f"SELECT {keys if mode == 'json' else ''}{projection(CANDLE_COLUMNS, mode, extra)} FROM ("
            f"SELECT * FROM {src} WHERE {' AND '.join(where)} "
-           f"QUALIFY row_number() OVER (PARTITION BY exchange, symbol, window_start ORDER BY revision DESC) = 1"
+           f"QUALIFY row_number() OVER (PARTITION BY exchange, symbol, window_start "
+           f"ORDER BY revision DESC) = 1"
            f") {outer} ORDER BY window_start, exchange, symbol")
     # The timeframe placeholder comes first in the SELECT list: bind it first.
     params = [timeframe, *params]
@@ -115,17 +117,22 @@ def candles_sql(pinned: Pinned, timeframe: str, start: datetime, end: datetime, 
     return sql, params
 
 
+_SPAN = (f"'first_trade_ts', {time_text('min(exchange_ts)')}, "
+         f"'last_trade_ts', {time_text('max(exchange_ts)')}")
+
+
 def symbols_sql(pinned: Pinned) -> tuple[str, list]:
     src, params = source(pinned, None, None)
     return (f"SELECT json_object('exchange', exchange, 'symbol', symbol, "
-            f"'first_trade_ts', {time_text('min(exchange_ts)')}, 'last_trade_ts', {time_text('max(exchange_ts)')}, "
-            f"'trade_count', count(*)) FROM {src} GROUP BY exchange, symbol ORDER BY exchange, symbol", params)
+            f"{_SPAN}, "
+            f"'trade_count', count(*)) FROM {src} GROUP BY exchange, symbol ORDER BY exchange, symbol",
+            params)
 
 
 def exchanges_sql(pinned: Pinned) -> tuple[str, list]:
     src, params = source(pinned, None, None)
     return (f"SELECT json_object('exchange', exchange, 'symbol_count', count(DISTINCT symbol), "
-            f"'first_trade_ts', {time_text('min(exchange_ts)')}, 'last_trade_ts', {time_text('max(exchange_ts)')}, "
+            f"{_SPAN}, "
             f"'trade_count', count(*)) FROM {src} GROUP BY exchange ORDER BY exchange", params)
 
 

@@ -25,7 +25,7 @@ MARKETS = (("binance", "BTC/USDT", "BTCUSDT", Decimal("67000")),
 
 
 def make_trades(per_market: int, start_us: int = DAY0_US, span_us: int = 36 * 3600 * 1_000_000,
-                seed: int = 7) -> list[Trade]:
+                seed: int = 7, id_base: int = 1_000_000) -> list[Trade]:
     """per_market trades per market spread over [start, start + span), with same-µs ties."""
     rng = random.Random(seed)
     out: list[Trade] = []
@@ -37,10 +37,11 @@ def make_trades(per_market: int, start_us: int = DAY0_US, span_us: int = 36 * 36
                 ts = start_us + i * step + rng.randrange(step)
             price = ref + Decimal(rng.randrange(-50_000, 50_000)) / 100
             qty = Decimal(rng.randrange(1, 500_000)) / Decimal(100_000)
-            trade_id = str(1_000_000 + i) if exchange != "coinbase" else f"cb-{i:07d}"
+            trade_id = str(id_base + i) if exchange != "coinbase" else f"cb-{id_base + i:08d}"
             out.append(Trade(exchange=exchange, symbol=symbol, exchange_symbol=native, trade_id=trade_id,
                              exchange_ts=ts, received_at=ts + 1500, price=price, quantity=qty,
-                             quote_quantity=multiply(price, qty), side="BUY" if rng.random() < 0.5 else "SELL",
+                             quote_quantity=multiply(price, qty),
+                             side="BUY" if rng.random() < 0.5 else "SELL",
                              source_topic=TRADES, source_partition=i % 6, source_offset=i))
     return out
 
