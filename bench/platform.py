@@ -26,7 +26,8 @@ from services.common.kafka import ensure_topics
 from services.common.metrics import free_port
 
 SERVICES = ("simulator", "feed", "normalizer", "ohlcv", "lakewriter", "query")
-MODULES = {"simulator": "services.feed.simulator", "feed": "services.feed", "normalizer": "services.normalizer",
+MODULES = {"simulator": "services.feed.simulator", "feed": "services.feed",
+           "normalizer": "services.normalizer",
            "ohlcv": "services.ohlcv", "lakewriter": "services.lakewriter", "query": "services.query"}
 # Consumer groups of the services (their settings' defaults).
 GROUPS = {"normalizer": "k2-normalizer", "ohlcv": "k2-ohlcv", "lakewriter": "k2-lakewriter"}
@@ -69,7 +70,8 @@ class Platform:
 
     def base_env(self) -> dict[str, str]:
         return {"K2_DATA_DIR": str(self.data_dir), "K2_KAFKA_BOOTSTRAP": self.bootstrap,
-                "K2_KAFKA_PORT": str(self.broker.port), "K2_KAFKA_CONTROLLER_PORT": str(self.broker.controller_port),
+                "K2_KAFKA_PORT": str(self.broker.port),
+                "K2_KAFKA_CONTROLLER_PORT": str(self.broker.controller_port),
                 "K2_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
 
     def _role_env(self, name: str, metrics_port: int) -> dict[str, str]:
