@@ -68,7 +68,8 @@ def build_plan(settings: DeploySettings, demo: bool = False) -> list[Proc]:
         port = metrics_port(settings, "simulator", 0)
         procs.append(Proc("simulator", 0, "services.feed.simulator", port,
                           env={"K2_METRICS_PORT": str(port), "K2_FEED_SIMULATOR_METRICS_PORT": str(port),
-                               **simulator_server_env(sim_port, demo)}))
+                               **simulator_server_env(sim_port, demo)},
+                          args=("--speed", str(settings.deploy_demo_speed)) if demo else ()))
     for service in SERVICES:
         for replica in range(settings.replicas(service)):
             port = metrics_port(settings, service, replica)

@@ -1,0 +1,201 @@
+"""The supervisor runs the whole platform on the bundled capture: data lands, Prometheus scrapes, alerts fire.
+
+One platform for the module (starting it is the expensive part): broker, simulator serving
+services/feed/captures/demo.jsonl.gz, feed, two normalizers, ohlcv, lakewriter, query and a real
+Prometheus with 1 s scrape/evaluation and every alert's `for:` shortened to 0s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from deploy.local.plan import DEMO_CAPTURE
+from services.common.catalog import open_catalog
+from services.common.settings import K2Settings
+from services.common.tables import NAMESPACE, SILVER_TRADES, gold_table
+from tests.deploy.metric_names import dashboard_expressions, exposed, referenced, rule_expressions
+from tests.deploy.platform import LocalPlatform
+from tests.kafka_helpers import wait_for
+from tests.processes import scrape
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
+    if shutil.which("prometheus") is None:
+        pytest.fail("Prometheus is not installed: run deploy/local/install-prometheus.sh "
+                    "(apt-get update && apt-get install -y prometheus)")
+    assert DEMO_CAPTURE.is_file(), f"the bundled capture {DEMO_CAPTURE} is missing"
+    platform = LocalPlatform(
+        tmp_path_factory.mktemp("platform"),
+        K2_REPLICAS_NORMALIZER="2", K2_DEPLOY_DEMO_SPEED="4", K2_DEPLOY_UP_TIMEOUT="150",
+        K2_PROMETHEUS_SCRAPE_INTERVAL="1s", K2_PROMETHEUS_EVAL_INTERVAL="1s", K2_PROMETHEUS_RULE_FOR="0s",
+        K2_OHLCV_GRACE_SECONDS="2", K2_LAKEWRITER_BATCH_SECONDS="1",
+    )
+    try:
+        started = platform.run("up", "--demo", timeout=240)
+        assert started.returncode == 0, f"{started.stdout}\n{started.stderr}\n{platform.logs()}"
+        yield platform
+    finally:
+        stopped = platform.run("down", timeout=120)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
+
+def test_status_lists_every_process_healthy(platform: LocalPlatform) -> None:
+    result = platform.run("status", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = [f"{item['service']}-{item['replica']}" for item in platform.plan()]
+    assert {"feed-0", "normalizer-0", "normalizer-1", "ohlcv-0", "lakewriter-0", "query-0",
+            "simulator-0"} <= set(names)
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    for name in [*names, "kafka", "prometheus"]:
+        assert lines[name][1] == "RUNNING" and "ok" in lines[name], result.stdout
+    assert "CONSUMER GROUP" in result.stdout
+
+
+def test_every_metric_of_rules_and_dashboard_is_emitted(platform: LocalPlatform) -> None:
+    emitted: set[str] = set()
+    for item in platform.plan():
+        emitted |= exposed(scrape(f"http://127.0.0.1:{item['port']}/metrics"))
+    used = referenced([*rule_expressions(), *dashboard_expressions()])
+    missing = {name: sorted(where) for name, where in used.items() if name not in emitted}
+    assert not missing, f"metrics named by rules/panels that no service emits: {missing}"
+
+
+async def test_prometheus_scrapes_every_process(platform: LocalPlatform) -> None:
+    expected = {f"127.0.0.1:{item['port']}" for item in platform.plan()}
+
+    def all_up() -> bool:
+        targets = platform.prometheus("/api/v1/targets")["activeTargets"]
+        healthy = {t["labels"]["instance"] for t in targets if t["health"] == "up"}
+        return expected <= healthy
+
+    await wait_for(all_up, timeout=30, message="every process is an `up` Prometheus target")
+    rules = platform.prometheus("/api/v1/rules")["groups"]
+    assert sum(len(group["rules"]) for group in rules) >= 10
+
+
+def expected_trades() -> set[tuple[str, str, str]]:
+    """Natural keys of every trade in the bundled capture, as the normalizer's parsers read them."""
+    from services.common.instruments import default_instruments
+    from services.feed.capture import read_capture
+    from services.normalizer.parsers import parse_frame
+    from services.normalizer.parsers.common import Lineage
+
+    instruments = default_instruments()
+    keys: set[tuple[str, str, str]] = set()
+    for record in read_capture(DEMO_CAPTURE):
+        if record.kind != "frame":
+            continue
+        result = parse_frame(record.exchange, record.value, record.received_at_ns // 1000,
+                             Lineage("capture", 0, 0), instruments)
+        keys.update((t.exchange, t.symbol, t.trade_id) for t in result.trades)
+    return keys
+
+
+async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None:
+    expected = expected_trades()
+    assert expected, "the capture holds trades"
+    catalog = open_catalog(K2Settings(data_dir=platform.data_dir))
+
+    def silver_rows() -> list[dict]:
+        try:
+            table = catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")
+        except Exception:
+            return []
+        return table.scan(selected_fields=("exchange", "symbol", "trade_id", "exchange_ts", "quantity")
+                          ).to_arrow().to_pylist()
+
+    await wait_for(lambda: len(silver_rows()) >= len(expected), timeout=150,
+             message=f"silver_trades holds the capture's {len(expected)} trades")
+    rows = silver_rows()
+    keys = [(r["exchange"], r["symbol"], r["trade_id"]) for r in rows]
+    assert len(keys) == len(set(keys)), "silver holds each trade once"
+    assert set(keys) == expected
+
+    minute = defaultdict(lambda: [0, Decimal(0)])
+    for row in rows:
+        ts = row["exchange_ts"]
+        start = ts.replace(second=0, microsecond=0)
+        minute[(row["exchange"], row["symbol"], start)][0] += 1
+        minute[(row["exchange"], row["symbol"], start)][1] += row["quantity"]
+
+    def gold_1m() -> dict:
+        try:
+            table = catalog.load_table(f"{NAMESPACE}.{gold_table('1m')}")
+        except Exception:
+            return {}
+        latest: dict = {}
+        for c in table.scan().to_arrow().to_pylist():
+            key = (c["exchange"], c["symbol"], c["window_start"])
+            if key not in latest or c["revision"] > latest[key]["revision"]:
+                latest[key] = c
+        return latest
+
+    await wait_for(lambda: sum(c["trade_count"] for c in gold_1m().values()) >= len(expected), timeout=150,
+             message="gold_ohlcv_1m counts every silver trade")
+    candles = gold_1m()
+    assert set(candles) == set(minute)
+    for key, (count, volume) in minute.items():
+        assert candles[key]["trade_count"] == count, key
+        assert candles[key]["volume"] == volume, key
+
+
+def firing(platform: LocalPlatform, alert: str, instance: str) -> bool:
+    alerts = platform.prometheus("/api/v1/alerts")["alerts"]
+    return any(a["labels"].get("alertname") == alert and a["labels"].get("instance") == instance
+               and a["state"] == "firing" for a in alerts)
+
+
+async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) -> None:
+    victim = next(item for item in platform.plan()
+                  if item["service"] == "normalizer" and item["replica"] == 1)
+    instance = f"127.0.0.1:{victim['port']}"
+    before = platform.process("normalizer-1")
+    assert before["statename"] == "RUNNING"
+    assert not firing(platform, "K2ServiceDown", instance)
+    fired: list[float] = []
+
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def alert_fired() -> bool:
+        if firing(platform, "K2ServiceDown", instance):
+            fired.append(time.monotonic())
+        return bool(fired)
+
+    await wait_for(alert_fired, timeout=60, interval=0.2,
+                   message="K2ServiceDown fires for the killed replica")
+    assert fired[0] >= killed_at
+
+    def restarted() -> bool:
+        info = platform.process("normalizer-1")
+        return info["statename"] == "RUNNING" and info["pid"] not in (0, before["pid"])
+
+    await wait_for(restarted, timeout=60, message="supervisord restarts the killed replica")
+    await wait_for(lambda: not firing(platform, "K2ServiceDown", instance), timeout=90,
+             message="the alert resolves once the replica answers again")
+
+
+def test_logs_command_shows_a_service(platform: LocalPlatform) -> None:
+    result = platform.run("logs", "normalizer", "--no-follow", "-n", "5", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "normalizer-0.log" in result.stdout and "normalizer-1.log" in result.stdout
+
+
+def test_two_runs_do_not_share_state(platform: LocalPlatform, tmp_path: Path) -> None:
+    other = LocalPlatform(tmp_path / "other")
+    result = other.run("status", timeout=60)
+    assert result.returncode != 0  # nothing runs for that data dir
+    assert "STOPPED" in result.stdout
+    assert not (tmp_path / "other" / "run").exists() or not any((tmp_path / "other" / "run").iterdir())
