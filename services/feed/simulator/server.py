@@ -52,6 +52,7 @@ class SimConnection:
     stalled_until: float = 0.0
     duplicate_left: int = 0
     heartbeats: bool = False
+    sent: list[str] | None = None  # every frame sent, when the simulator keeps them (tests)
     outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
     heartbeat_task: asyncio.Task | None = None
 
@@ -113,12 +114,14 @@ class Hub:
 
 class Simulator:
     def __init__(self, instruments: Iterable[Instrument], seed: int = 7, rate: float = 20.0,
-                 capture: str | None = None, speed: float = 1.0) -> None:
+                 capture: str | None = None, speed: float = 1.0, keep_sent: bool = False) -> None:
         by_exchange: dict[str, list[Instrument]] = defaultdict(list)
         for inst in instruments:
             by_exchange[inst.exchange].append(inst)
         self.hubs = {exchange: Hub(exchange, by_exchange.get(exchange, [])) for exchange in EXCHANGES}
         self.seed, self.rate, self.capture, self.speed = seed, rate, capture, speed
+        self.keep_sent = keep_sent
+        self.history: dict[str, list[SimConnection]] = defaultdict(list)  # every connection, in order
         self.started_mono = time.monotonic()
         self._tasks: list[asyncio.Task] = []
         self._server: Server | None = None
@@ -246,7 +249,9 @@ class Simulator:
             await ws.close(1008, "unknown path")
             return
         hub = self.hubs[exchange]
-        conn = SimConnection(ws, exchange, ws.request.path, combined=not parts.path.endswith("/ws"))
+        conn = SimConnection(ws, exchange, ws.request.path, combined=not parts.path.endswith("/ws"),
+                             sent=[] if self.keep_sent else None)
+        self.history[exchange].append(conn)
         if exchange == "binance":
             streams = parse_qs(parts.query).get("streams", [""])[-1]
             conn.symbols.update(self._binance_symbols(hub, [s for s in streams.split("/") if s]))
@@ -419,12 +424,15 @@ class Simulator:
                     await asyncio.sleep(conn.stalled_until - time.monotonic())
                 frames, trades, data = self._render(conn, item)
                 for text in frames:
-                    await conn.ws.send(text)
-                    conn.sent_frames += 1
+                    copies = 1
                     if data and conn.duplicate_left > 0:
                         conn.duplicate_left -= 1
+                        copies = 2
+                    for _ in range(copies):
                         await conn.ws.send(text)
                         conn.sent_frames += 1
+                        if conn.sent is not None:
+                            conn.sent.append(text)
                 frames_metric.inc(len(frames))
                 if trades:
                     trades_metric.inc(trades)
