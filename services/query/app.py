@@ -124,7 +124,21 @@ def _export(request: Request, pinned: Pinned, sql_text: str, params: list, fmt: 
                              media_type=exports.MEDIA_TYPES[fmt], headers=headers)
 
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(rate_limit)])
+async def reject_unknown_parameters(request: Request) -> None:
+    """A misspelled filter must not silently widen a query: unknown query parameters are a 422."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {p.alias for p in dependant.query_params}
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise unprocessable(f"unknown query parameter(s) {', '.join(unknown)[:200]}; "
+                            f"accepted: {', '.join(sorted(known)) or 'none'}")
+
+
+# rate_limit depends on authenticate: auth (401/403), then the bucket (429), then parameters (422).
+router = APIRouter(prefix="/v1", dependencies=[Depends(rate_limit), Depends(reject_unknown_parameters)])
 
 
 @router.get("/trades", summary="Silver trades, ordered by (exchange_ts, trade_id); keyset-paginated")

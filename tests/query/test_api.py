@@ -148,6 +148,7 @@ def test_health_ready_metrics(client):
     assert 'k2_query_requests_total{route="/v1/ohlcv/{timeframe}",status="200"}' in text
     assert 'k2_query_request_duration_seconds_bucket{le="0.01",route="/v1/ohlcv/{timeframe}"}' in text
     assert 'k2_query_rows_returned_total{route="/v1/ohlcv/{timeframe}"}' in text
-    hits = [line for line in text.splitlines() if line.startswith('k2_query_cache_hits_total{cache="result"}')]
+    hit_line = 'k2_query_cache_hits_total{cache="result"}'
+    hits = [line for line in text.splitlines() if line.startswith(hit_line)]
     assert hits and float(hits[0].split()[-1]) >= 1
     assert "k2_query_duckdb_errors_total" in text
