@@ -37,16 +37,23 @@ def measure(cold_maven: bool, idle_s: float = 10.0) -> dict[str, float | int | s
     with tempfile.TemporaryDirectory(prefix="k2-bench-broker-") as tmp:
         tmp_path = Path(tmp)
         env = dict(os.environ)
-        env.update({"K2_KAFKA_CACHE": str(tmp_path / "jar-cache"), "K2_DATA_DIR": str(tmp_path / "data"),
-                    "K2_KAFKA_PORT": str(free_port()), "K2_KAFKA_CONTROLLER_PORT": str(free_port())})
+        env.update(
+            {
+                "K2_KAFKA_CACHE": str(tmp_path / "jar-cache"),
+                "K2_DATA_DIR": str(tmp_path / "data"),
+                "K2_KAFKA_PORT": str(free_port()),
+                "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
+            }
+        )
         env["K2_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{env['K2_KAFKA_PORT']}"
         fetch_env = dict(env)
         if cold_maven:
             fetch_env["MAVEN_OPTS"] = f"-Dmaven.repo.local={tmp_path / 'm2'}"
         out: dict[str, float | int | str | None] = {}
         out["jar_resolution_s"] = round(_timed([py, "-m", "deploy.kafka", "fetch"], fetch_env), 2)
-        out["jar_resolution_from"] = "empty Maven repo + empty K2 cache" if cold_maven \
-            else "empty K2 cache, Maven repo as is"
+        out["jar_resolution_from"] = (
+            "empty Maven repo + empty K2 cache" if cold_maven else "empty K2 cache, Maven repo as is"
+        )
         try:
             out["first_start_s"] = round(_timed([py, "-m", "deploy.kafka", "start"], env), 2)
             _timed([py, "-m", "deploy.kafka", "stop"], env)
@@ -63,8 +70,11 @@ def measure(cold_maven: bool, idle_s: float = 10.0) -> dict[str, float | int | s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.broker", description=__doc__.splitlines()[0])
-    parser.add_argument("--cold-maven", action="store_true",
-                        help="also empty Maven's local repository (downloads every jar from Maven Central)")
+    parser.add_argument(
+        "--cold-maven",
+        action="store_true",
+        help="also empty Maven's local repository (downloads every jar from Maven Central)",
+    )
     args = parser.parse_args(argv)
     result = measure(args.cold_maven)
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

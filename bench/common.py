@@ -29,14 +29,23 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # The original K2's published figures, normalised per core below.
 ORIGINAL_K2 = (
-    {"design": "original K2 (Spark Structured Streaming)", "trades_per_s": 138.0, "cores": 37.5,
-     "cores_text": "35-40"},
-    {"design": "original K2 successor (Kotlin + ClickHouse)", "trades_per_s": 5000.0, "cores": 15.5,
-     "cores_text": "15.5"},
+    {
+        "design": "original K2 (Spark Structured Streaming)",
+        "trades_per_s": 138.0,
+        "cores": 37.5,
+        "cores_text": "35-40",
+    },
+    {
+        "design": "original K2 successor (Kotlin + ClickHouse)",
+        "trades_per_s": 5000.0,
+        "cores": 15.5,
+        "cores_text": "15.5",
+    },
 )
 
 
 # ---------------------------------------------------------------------------------------------- statistics
+
 
 def percentile(values: Sequence[float], p: float) -> float | None:
     """The p-th percentile (0-100) by linear interpolation between closest ranks; None when empty."""
@@ -92,6 +101,7 @@ def lag_bounded(samples: Sequence[tuple[float, int]], bound: int, max_growth_per
 
 
 # ---------------------------------------------------------------------------------------------- processes
+
 
 def proc_cpu_seconds(pid: int) -> float | None:
     """utime + stime of a process (and its waited-for children), in seconds; None if it is gone."""
@@ -149,9 +159,16 @@ class ProcStats:
 class ServiceProcess:
     """`python -m <module> <args>` as a real process with its own session (so kill -9 is a crash)."""
 
-    def __init__(self, module: str, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, name: str | None = None, python: str | None = None,
-                 argv: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        name: str | None = None,
+        python: str | None = None,
+        argv: list[str] | None = None,
+    ) -> None:
         self.module = module
         self.args = args or []
         self.env = {**os.environ, **(env or {})}
@@ -166,8 +183,15 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its whole life
         cmd = self.argv or [self.python, "-m", self.module, *self.args]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+        )
         log.close()
         self.starts += 1
         return self
@@ -210,8 +234,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                raise RuntimeError(f"{self.name} exited with {self.proc and self.proc.returncode}:\n"
-                                   f"{self.output()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc and self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -291,11 +316,14 @@ class Sampler:
         self.sample_once()
 
     def table(self) -> list[dict[str, Any]]:
-        return [{"process": s.name, "cpu_s": round(s.cpu_s, 2), "peak_rss_mb": round(s.peak_rss / 2**20, 1)}
-                for s in self.stats.values()]
+        return [
+            {"process": s.name, "cpu_s": round(s.cpu_s, 2), "peak_rss_mb": round(s.peak_rss / 2**20, 1)}
+            for s in self.stats.values()
+        ]
 
 
 # ---------------------------------------------------------------------------------------------- kafka
+
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -328,8 +356,9 @@ def compute_lag(committed: dict[tuple[str, int], int], ends: dict[tuple[str, int
     return sum(max(ends.get(tp, off) - off, 0) for tp, off in committed.items())
 
 
-async def group_lags(bootstrap: str, groups: Iterable[str] | None = None,
-                     skip_prefixes: tuple[str, ...] = ("bench-", "_")) -> dict[str, int]:
+async def group_lags(
+    bootstrap: str, groups: Iterable[str] | None = None, skip_prefixes: tuple[str, ...] = ("bench-", "_")
+) -> dict[str, int]:
     """Lag of every consumer group (or the named ones), over the topics each group has committed."""
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -343,8 +372,9 @@ async def group_lags(bootstrap: str, groups: Iterable[str] | None = None,
         topics: set[str] = set()
         for group in groups:
             offsets = await admin.list_consumer_group_offsets(group)
-            committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()
-                         if meta.offset >= 0}
+            committed = {
+                (tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0
+            }
             committed_by_group[group] = committed
             topics.update(t for t, _ in committed)
     finally:
@@ -360,6 +390,7 @@ def run(coro: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- output
 
+
 def write_results(area: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{area}.json"
@@ -374,8 +405,10 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     columns = columns or list(dict.fromkeys(k for row in rows for k in row))
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
 

@@ -69,16 +69,29 @@ def rate_of(progress: list[tuple[int, float]]) -> float | None:
     return (progress[-1][0] - progress[0][0]) / (progress[-1][1] - progress[0][1])
 
 
-def run_peer(bootstrap: str, work_dir: Path, expected_trades: int, sampler: Sampler | None = None,
-             timeout: float = 600.0, group: str | None = None) -> dict[str, Any]:
+def run_peer(
+    bootstrap: str,
+    work_dir: Path,
+    expected_trades: int,
+    sampler: Sampler | None = None,
+    timeout: float = 600.0,
+    group: str | None = None,
+) -> dict[str, Any]:
     """Run the Quix app over market.crypto.trades from the beginning until it has seen every trade."""
     python = ensure_peer_python()
     group = group or f"bench-quix-{int(time.time())}"
     every = max(expected_trades // 50, 500)
-    env = {"PEER_BOOTSTRAP": bootstrap, "PEER_GROUP": group, "PEER_STATE_DIR": str(work_dir / "quix-state"),
-           "PEER_OUTPUT": PEER_OUTPUT, "PEER_PROGRESS_EVERY": str(every), "PYTHONUNBUFFERED": "1"}
-    proc = ServiceProcess("peer_quix_app", env=env, log_dir=work_dir / "logs", name="peer-quix",
-                          argv=[str(python), str(APP)])
+    env = {
+        "PEER_BOOTSTRAP": bootstrap,
+        "PEER_GROUP": group,
+        "PEER_STATE_DIR": str(work_dir / "quix-state"),
+        "PEER_OUTPUT": PEER_OUTPUT,
+        "PEER_PROGRESS_EVERY": str(every),
+        "PYTHONUNBUFFERED": "1",
+    }
+    proc = ServiceProcess(
+        "peer_quix_app", env=env, log_dir=work_dir / "logs", name="peer-quix", argv=[str(python), str(APP)]
+    )
     started = time.time()
     proc.start()
     if sampler is not None:
@@ -103,9 +116,14 @@ def run_peer(bootstrap: str, work_dir: Path, expected_trades: int, sampler: Samp
         progress = progress_of(proc.output(tail=1_000_000))
     finally:
         proc.stop()
-    return {"trades": expected_trades, "rate_trades_per_s": rate_of(progress),
-            "wall_s_including_startup": round(done - started, 2), "group": group,
-            "guarantee": "exactly-once", "numbers": "float"}
+    return {
+        "trades": expected_trades,
+        "rate_trades_per_s": rate_of(progress),
+        "wall_s_including_startup": round(done - started, 2),
+        "group": group,
+        "guarantee": "exactly-once",
+        "numbers": "float",
+    }
 
 
 async def read_peer_candles(bootstrap: str, topic: str = PEER_OUTPUT) -> dict[CandleKey, dict[str, Any]]:
@@ -121,6 +139,7 @@ async def read_peer_candles(bootstrap: str, topic: str = PEER_OUTPUT) -> dict[Ca
 
 # ---------------------------------------------------------------------------------------------- standalone
 
+
 async def _produce_trades(bootstrap: str, trades: list[RefTrade]) -> None:
     from aiokafka import AIOKafkaProducer
 
@@ -134,9 +153,21 @@ async def _produce_trades(bootstrap: str, trades: list[RefTrade]) -> None:
     try:
         pending = []
         for i, t in enumerate(trades):
-            trade = Trade(t.exchange, t.symbol, t.symbol.replace("/", ""), t.trade_id, t.exchange_ts,
-                          t.exchange_ts + 1000, t.price, t.quantity, multiply(t.price, t.quantity), t.side,
-                          "bench", 0, i)
+            trade = Trade(
+                t.exchange,
+                t.symbol,
+                t.symbol.replace("/", ""),
+                t.trade_id,
+                t.exchange_ts,
+                t.exchange_ts + 1000,
+                t.price,
+                t.quantity,
+                multiply(t.price, t.quantity),
+                t.side,
+                "bench",
+                0,
+                i,
+            )
             pending.append(await producer.send(TRADES, trade.encode(), key=trade.key.encode()))
             if len(pending) >= 5000:
                 await asyncio.gather(*pending)
@@ -183,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table([{k: v for k, v in result["peer"].items()}]))
     cmp_ = result["comparison_with_reference"]
     print(format_table([{"field": f, **c} for f, c in cmp_["per_field"].items()]))
-    print(f"compared {cmp_['compared']} candles; exactly equal {cmp_['candles_exactly_equal']}; "
-          f"only reference {cmp_['only_k2']} (windows Quix had not closed); only peer {cmp_['only_peer']}")
+    print(
+        f"compared {cmp_['compared']} candles; exactly equal {cmp_['candles_exactly_equal']}; "
+        f"only reference {cmp_['only_k2']} (windows Quix had not closed); only peer {cmp_['only_peer']}"
+    )
     print(f"written to {write_results('peer_quix', result)}")
     return 0
 

@@ -60,16 +60,26 @@ def main() -> None:
         commit_interval=float(os.environ.get("PEER_COMMIT_INTERVAL", "1.0")),
         loglevel="WARNING",
     )
-    trades = app.topic(os.environ.get("PEER_INPUT", "market.crypto.trades"), value_deserializer="json",
-                       timestamp_extractor=exchange_ts_ms)
+    trades = app.topic(
+        os.environ.get("PEER_INPUT", "market.crypto.trades"),
+        value_deserializer="json",
+        timestamp_extractor=exchange_ts_ms,
+    )
     candles = app.topic(os.environ.get("PEER_OUTPUT", "bench.quix.ohlcv"), value_serializer="json")
     sdf = app.dataframe(trades)
     sdf = sdf.apply(Progress(int(os.environ.get("PEER_PROGRESS_EVERY", "2000")))).apply(to_numbers)
     sdf = (
-        sdf.tumbling_window(duration_ms=timedelta(minutes=1),
-                            grace_ms=int(os.environ.get("PEER_GRACE_MS", "10000")))
-        .agg(open=Earliest("price"), close=Latest("price"), high=Max("price"), low=Min("price"),
-             volume=Sum("quantity"), trade_count=Count())
+        sdf.tumbling_window(
+            duration_ms=timedelta(minutes=1), grace_ms=int(os.environ.get("PEER_GRACE_MS", "10000"))
+        )
+        .agg(
+            open=Earliest("price"),
+            close=Latest("price"),
+            high=Max("price"),
+            low=Min("price"),
+            volume=Sum("quantity"),
+            trade_count=Count(),
+        )
         .final()
     )
     sdf.to_topic(candles)

@@ -26,9 +26,14 @@ from services.common.kafka import ensure_topics
 from services.common.metrics import free_port
 
 SERVICES = ("simulator", "feed", "normalizer", "ohlcv", "lakewriter", "query")
-MODULES = {"simulator": "services.feed.simulator", "feed": "services.feed",
-           "normalizer": "services.normalizer",
-           "ohlcv": "services.ohlcv", "lakewriter": "services.lakewriter", "query": "services.query"}
+MODULES = {
+    "simulator": "services.feed.simulator",
+    "feed": "services.feed",
+    "normalizer": "services.normalizer",
+    "ohlcv": "services.ohlcv",
+    "lakewriter": "services.lakewriter",
+    "query": "services.query",
+}
 # Consumer groups of the services (their settings' defaults).
 GROUPS = {"normalizer": "k2-normalizer", "ohlcv": "k2-ohlcv", "lakewriter": "k2-lakewriter"}
 
@@ -69,26 +74,42 @@ class Platform:
         return self.broker.bootstrap
 
     def base_env(self) -> dict[str, str]:
-        return {"K2_DATA_DIR": str(self.data_dir), "K2_KAFKA_BOOTSTRAP": self.bootstrap,
-                "K2_KAFKA_PORT": str(self.broker.port),
-                "K2_KAFKA_CONTROLLER_PORT": str(self.broker.controller_port),
-                "K2_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+        return {
+            "K2_DATA_DIR": str(self.data_dir),
+            "K2_KAFKA_BOOTSTRAP": self.bootstrap,
+            "K2_KAFKA_PORT": str(self.broker.port),
+            "K2_KAFKA_CONTROLLER_PORT": str(self.broker.controller_port),
+            "K2_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def _role_env(self, name: str, metrics_port: int) -> dict[str, str]:
         env = {**self.base_env(), "K2_METRICS_PORT": str(metrics_port)}
         if name == "simulator":
-            env.update({"K2_FEED_SIMULATOR_PORT": str(self.sim_port),
-                        "K2_FEED_SIMULATOR_METRICS_PORT": str(metrics_port)})
+            env.update(
+                {
+                    "K2_FEED_SIMULATOR_PORT": str(self.sim_port),
+                    "K2_FEED_SIMULATOR_METRICS_PORT": str(metrics_port),
+                }
+            )
         elif name == "feed":
-            env.update({"K2_FEED_SOURCE": "simulator", "K2_FEED_SIMULATOR_URL": f"ws://127.0.0.1:{self.sim_port}"})
+            env.update(
+                {"K2_FEED_SOURCE": "simulator", "K2_FEED_SIMULATOR_URL": f"ws://127.0.0.1:{self.sim_port}"}
+            )
         elif name == "ohlcv":
             env["K2_OHLCV_WORKER_NAME"] = "ohlcv-0"
         elif name == "lakewriter":
             env["K2_LAKEWRITER_INSTANCE_ID"] = "lakewriter-0"
             env["K2_LAKEWRITER_MAINTAIN_INTERVAL_SECONDS"] = "0"
         elif name == "query":
-            env.update({"K2_QUERY_PORT": str(self.query_port), "K2_QUERY_AUTH_ENABLED": "false",
-                        "K2_QUERY_RATE_LIMIT_PER_S": "1000000", "K2_QUERY_RATE_LIMIT_BURST": "1000000"})
+            env.update(
+                {
+                    "K2_QUERY_PORT": str(self.query_port),
+                    "K2_QUERY_AUTH_ENABLED": "false",
+                    "K2_QUERY_RATE_LIMIT_PER_S": "1000000",
+                    "K2_QUERY_RATE_LIMIT_BURST": "1000000",
+                }
+            )
         env.update(self.extra_env.get(name, {}))
         return env
 
@@ -107,14 +128,24 @@ class Platform:
         self.sampler.start()
         return self
 
-    def add_role(self, name: str, module: str | None = None, env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> Role:
+    def add_role(
+        self,
+        name: str,
+        module: str | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> Role:
         port = self.query_port if name == "query" else free_port()
         role_env = {**self._role_env(name.split("#")[0], port), **(env or {})}
         if name == "simulator":
             args = [*(args or []), "--rate", str(self.sim_rate_per_exchange)]
-        proc = ServiceProcess(module or MODULES[name.split("#")[0]], args=args, env=role_env,
-                              log_dir=self.data_dir / "logs", name=name.replace("#", "-"))
+        proc = ServiceProcess(
+            module or MODULES[name.split("#")[0]],
+            args=args,
+            env=role_env,
+            log_dir=self.data_dir / "logs",
+            name=name.replace("#", "-"),
+        )
         proc.start()
         role = Role(name, proc, f"http://127.0.0.1:{port}/metrics")
         self.roles[name] = role
@@ -157,12 +188,19 @@ class Platform:
         self.broker_restarts += 1
         return time.monotonic() - started
 
-    def set_rate(self, total_per_s: float) -> None:
-        """Synthetic market rate, split evenly over the three exchanges."""
+    def set_rate(self, total_per_s: float, attempts: int = 5) -> bool:
+        """Synthetic market rate, split evenly over the three exchanges (False if the simulator did
+        not answer: a simulator saturated by a high rate answers its control endpoint slowly)."""
         per_exchange = total_per_s / 3
         url = f"http://127.0.0.1:{self.sim_port}/control/rate?value={per_exchange}"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            json.loads(response.read())
+        for _ in range(attempts):
+            try:
+                with urllib.request.urlopen(url, timeout=20) as response:
+                    json.loads(response.read())
+                return True
+            except OSError:
+                time.sleep(1)
+        return False
 
     def metrics(self, name: str) -> dict[str, float]:
         try:

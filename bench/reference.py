@@ -16,8 +16,20 @@ from typing import Any
 from services.common.decimals import divide, multiply
 from services.common.schemas import TIMEFRAMES, trade_order_key, window_start
 
-CANDLE_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
-                 "buy_volume", "sell_volume", "first_trade_ts", "last_trade_ts")
+CANDLE_FIELDS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "vwap",
+    "buy_volume",
+    "sell_volume",
+    "first_trade_ts",
+    "last_trade_ts",
+)
 CandleKey = tuple[str, str, str, int]  # exchange, symbol, timeframe, window_start µs
 
 
@@ -37,16 +49,18 @@ class RefTrade:
         return self.quote_quantity if self.quote_quantity is not None else multiply(self.price, self.quantity)
 
 
-def recompute_candles(trades: Iterable[RefTrade], timeframes: Iterable[str] = tuple(TIMEFRAMES)
-                      ) -> dict[CandleKey, dict[str, Any]]:
+def recompute_candles(
+    trades: Iterable[RefTrade], timeframes: Iterable[str] = tuple(TIMEFRAMES)
+) -> dict[CandleKey, dict[str, Any]]:
     """Every candle of every timeframe over a set of trades (no candle for an empty interval)."""
     ordered = sorted(trades, key=lambda t: (t.exchange, t.symbol, trade_order_key(t.exchange_ts, t.trade_id)))
     out: dict[CandleKey, dict[str, Any]] = {}
     for timeframe in timeframes:
         groups: dict[CandleKey, list[RefTrade]] = defaultdict(list)
         for trade in ordered:
-            groups[(trade.exchange, trade.symbol, timeframe, window_start(trade.exchange_ts, timeframe))
-                   ].append(trade)
+            groups[
+                (trade.exchange, trade.symbol, timeframe, window_start(trade.exchange_ts, timeframe))
+            ].append(trade)
         for key, members in groups.items():
             volume = sum((t.quantity for t in members), Decimal(0))
             quote_volume = sum((t.quote for t in members), Decimal(0))
@@ -67,9 +81,12 @@ def recompute_candles(trades: Iterable[RefTrade], timeframes: Iterable[str] = tu
     return out
 
 
-def compare_exact(expected: Mapping[CandleKey, Mapping[str, Any]],
-                  actual: Mapping[CandleKey, Mapping[str, Any]],
-                  fields: Iterable[str] = CANDLE_FIELDS, limit: int = 20) -> dict[str, Any]:
+def compare_exact(
+    expected: Mapping[CandleKey, Mapping[str, Any]],
+    actual: Mapping[CandleKey, Mapping[str, Any]],
+    fields: Iterable[str] = CANDLE_FIELDS,
+    limit: int = 20,
+) -> dict[str, Any]:
     """Candle-by-candle, field-by-field equality (Decimals compared by value)."""
     fields = tuple(fields)
     missing = [k for k in expected if k not in actual]
@@ -84,12 +101,24 @@ def compare_exact(expected: Mapping[CandleKey, Mapping[str, Any]],
             if _norm(want.get(name)) != _norm(got.get(name)):
                 field_mismatches += 1
                 if len(mismatches) < limit:
-                    mismatches.append({"candle": key, "field": name, "expected": str(want.get(name)),
-                                       "actual": str(got.get(name))})
-    return {"expected": len(expected), "actual": len(actual), "missing": len(missing), "extra": len(extra),
-            "field_mismatches": field_mismatches, "examples": mismatches,
-            "missing_examples": [list(k) for k in missing[:5]],
-            "extra_examples": [list(k) for k in extra[:5]]}
+                    mismatches.append(
+                        {
+                            "candle": key,
+                            "field": name,
+                            "expected": str(want.get(name)),
+                            "actual": str(got.get(name)),
+                        }
+                    )
+    return {
+        "expected": len(expected),
+        "actual": len(actual),
+        "missing": len(missing),
+        "extra": len(extra),
+        "field_mismatches": field_mismatches,
+        "examples": mismatches,
+        "missing_examples": [list(k) for k in missing[:5]],
+        "extra_examples": [list(k) for k in extra[:5]],
+    }
 
 
 def _norm(value: Any) -> Any:
@@ -105,8 +134,9 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def compare_with_float_peer(ours: Mapping[CandleKey, Mapping[str, Any]],
-                            peer: Mapping[CandleKey, Mapping[str, Any]]) -> dict[str, Any]:
+def compare_with_float_peer(
+    ours: Mapping[CandleKey, Mapping[str, Any]], peer: Mapping[CandleKey, Mapping[str, Any]]
+) -> dict[str, Any]:
     """Compare K2's exact candles with a peer's float candles over the windows both emitted.
 
     Per field: `exact` when Decimal(repr(float)) equals our Decimal, `close` when the relative
@@ -129,12 +159,17 @@ def compare_with_float_peer(ours: Mapping[CandleKey, Mapping[str, Any]],
                 counts[name]["mismatch"] += 1
                 if len(examples) < 10:
                     examples.append({"candle": list(key), "field": name, "k2": str(want), "peer": str(raw)})
-    equal_candles = sum(1 for k in common if all(
-        _peer_equal(ours[k][n], peer[k].get(n)) for n in fields))
-    return {"k2_candles": len(ours), "peer_candles": len(peer), "compared": len(common),
-            "only_k2": len([k for k in ours if k not in peer]),
-            "only_peer": len([k for k in peer if k not in ours]),
-            "candles_exactly_equal": equal_candles, "per_field": counts, "mismatch_examples": examples}
+    equal_candles = sum(1 for k in common if all(_peer_equal(ours[k][n], peer[k].get(n)) for n in fields))
+    return {
+        "k2_candles": len(ours),
+        "peer_candles": len(peer),
+        "compared": len(common),
+        "only_k2": len([k for k in ours if k not in peer]),
+        "only_peer": len([k for k in peer if k not in ours]),
+        "candles_exactly_equal": equal_candles,
+        "per_field": counts,
+        "mismatch_examples": examples,
+    }
 
 
 def _peer_equal(want: Any, raw: Any) -> bool:

@@ -45,8 +45,12 @@ def _iso(ts_us: int, digits: int) -> str:
 class SyntheticMarket:
     """Trades for every instrument of the bundled list, `rate` trades/s of event time, seeded."""
 
-    def __init__(self, seed: int = 7, exchanges: tuple[str, ...] = ("binance", "kraken", "coinbase"),
-                 symbols_per_exchange: int = 4) -> None:
+    def __init__(
+        self,
+        seed: int = 7,
+        exchanges: tuple[str, ...] = ("binance", "kraken", "coinbase"),
+        symbols_per_exchange: int = 4,
+    ) -> None:
         self.rng = random.Random(seed)
         instruments = default_instruments()
         self.instruments: list[Instrument] = []
@@ -90,37 +94,83 @@ class SyntheticMarket:
     def render(self, inst: Instrument, trades: list[tuple[RefTrade, int]], received_us: int) -> Frame:
         refs = tuple(t for t, _ in trades)
         if inst.exchange == "binance":
-            (t, tid), = trades
+            ((t, tid),) = trades
             ms = t.exchange_ts // 1000
-            text = json.dumps({"stream": f"{inst.native.lower()}@trade", "data": {
-                "e": "trade", "E": ms, "s": inst.native, "t": tid, "p": _dec(t.price), "q": _dec(t.quantity),
-                "T": ms, "m": t.side == "SELL", "M": True}}, separators=(",", ":"))
+            text = json.dumps(
+                {
+                    "stream": f"{inst.native.lower()}@trade",
+                    "data": {
+                        "e": "trade",
+                        "E": ms,
+                        "s": inst.native,
+                        "t": tid,
+                        "p": _dec(t.price),
+                        "q": _dec(t.quantity),
+                        "T": ms,
+                        "m": t.side == "SELL",
+                        "M": True,
+                    },
+                },
+                separators=(",", ":"),
+            )
         elif inst.exchange == "kraken":
-            data = [f'{{"symbol":"{inst.native}","side":"{t.side.lower()}","price":{_dec(t.price)},'
-                    f'"qty":{_dec(t.quantity)},"ord_type":"market","trade_id":{tid},'
-                    f'"timestamp":"{_iso(t.exchange_ts, 6)}"}}' for t, tid in trades]
+            data = [
+                f'{{"symbol":"{inst.native}","side":"{t.side.lower()}","price":{_dec(t.price)},'
+                f'"qty":{_dec(t.quantity)},"ord_type":"market","trade_id":{tid},'
+                f'"timestamp":"{_iso(t.exchange_ts, 6)}"}}'
+                for t, tid in trades
+            ]
             text = '{"channel":"trade","type":"update","data":[' + ",".join(data) + "]}"
         else:
             self.coinbase_seq += 1
             maker = {"BUY": "SELL", "SELL": "BUY"}
-            text = json.dumps({"channel": "market_trades", "client_id": "", "timestamp": _iso(received_us, 9),
-                               "sequence_num": self.coinbase_seq, "events": [{"type": "update", "trades": [
-                                   {"trade_id": str(tid), "product_id": inst.native, "price": _dec(t.price),
-                                    "size": _dec(t.quantity), "side": maker[t.side],
-                                    "time": _iso(t.exchange_ts, 6)} for t, tid in trades]}]},
-                              separators=(",", ":"))
+            text = json.dumps(
+                {
+                    "channel": "market_trades",
+                    "client_id": "",
+                    "timestamp": _iso(received_us, 9),
+                    "sequence_num": self.coinbase_seq,
+                    "events": [
+                        {
+                            "type": "update",
+                            "trades": [
+                                {
+                                    "trade_id": str(tid),
+                                    "product_id": inst.native,
+                                    "price": _dec(t.price),
+                                    "size": _dec(t.quantity),
+                                    "side": maker[t.side],
+                                    "time": _iso(t.exchange_ts, 6),
+                                }
+                                for t, tid in trades
+                            ],
+                        }
+                    ],
+                },
+                separators=(",", ":"),
+            )
         return Frame(inst.exchange, received_us * 1000, text, refs)
 
     def bad_frames(self, received_us: int) -> list[Frame]:
         """One frame per dead-letter rule we inject, each producing exactly one dead letter."""
         binance = next(i for i in self.instruments if i.exchange == "binance")
         ms = received_us // 1000
-        good = {"e": "trade", "E": ms, "s": binance.native, "t": 1, "p": "1.5", "q": "2", "T": ms, "m": False,
-                "M": True}
+        good = {
+            "e": "trade",
+            "E": ms,
+            "s": binance.native,
+            "t": 1,
+            "p": "1.5",
+            "q": "2",
+            "T": ms,
+            "m": False,
+            "M": True,
+        }
 
         def bframe(data: dict) -> str:
-            return json.dumps({"stream": f"{binance.native.lower()}@trade", "data": data},
-                              separators=(",", ":"))
+            return json.dumps(
+                {"stream": f"{binance.native.lower()}@trade", "data": data}, separators=(",", ":")
+            )
 
         cases = [
             ('{"stream":"btcusdt@trade","data":{"e":"trade","p":"1', "malformed_json"),
@@ -137,8 +187,12 @@ def write_capture(path: Path, frames: list[Frame]) -> None:
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "wt") as out:
         for frame in frames:
-            out.write(json.dumps({"exchange": frame.exchange, "received_at": frame.received_at_ns,
-                                  "frame": frame.text}) + "\n")
+            out.write(
+                json.dumps(
+                    {"exchange": frame.exchange, "received_at": frame.received_at_ns, "frame": frame.text}
+                )
+                + "\n"
+            )
 
 
 def trades_of(frames: list[Frame]) -> dict[tuple[str, str, str], RefTrade]:

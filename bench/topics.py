@@ -13,9 +13,13 @@ from bench.common import end_offsets
 async def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Any]:
     """Every committed record now on a topic, all partitions, from the beginning to the current end."""
     ends = {p: off for (_, p), off in (await end_offsets(bootstrap, [topic])).items()}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed",
-                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     await consumer.start()
     records: list[Any] = []
     try:

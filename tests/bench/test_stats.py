@@ -1,0 +1,68 @@
+"""The benchmark harness's own arithmetic: percentiles, linear fit, lag verdicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.common import compute_lag, lag_bounded, linear_fit, percentile, summarize
+from bench.peer_quix import progress_of, rate_of
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    values = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert percentile(values, 0) == 10.0
+    assert percentile(values, 50) == 30.0
+    assert percentile(values, 100) == 50.0
+    assert percentile(values, 25) == 20.0
+    assert percentile(values, 90) == pytest.approx(46.0)
+    assert percentile([], 50) is None
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_percentile_ignores_input_order() -> None:
+    assert percentile([5.0, 1.0, 4.0, 2.0, 3.0], 50) == 3.0
+
+
+def test_summarize_reports_count_and_max() -> None:
+    summary = summarize([1.0, 2.0, 3.0, 4.0])
+    assert summary["n"] == 4
+    assert summary["max"] == 4.0
+    assert summary["p50"] == 2.5
+
+
+def test_linear_fit_recovers_a_line() -> None:
+    xs = [0.0, 10.0, 20.0, 30.0]
+    slope, intercept = linear_fit(xs, [3.0 + 2.5 * x for x in xs])
+    assert slope == pytest.approx(2.5)
+    assert intercept == pytest.approx(3.0)
+
+
+def test_linear_fit_degenerate_inputs() -> None:
+    assert linear_fit([], []) == (0.0, 0.0)
+    assert linear_fit([1.0, 1.0], [2.0, 4.0]) == (0.0, 3.0)
+    with pytest.raises(ValueError):
+        linear_fit([1.0], [1.0, 2.0])
+
+
+def test_lag_bounded_by_level_and_trend() -> None:
+    flat = [(float(t), 100) for t in range(0, 60, 2)]
+    growing = [(float(t), 100 + 500 * t) for t in range(0, 60, 2)]
+    assert lag_bounded(flat, bound=1000, max_growth_per_s=10)
+    assert not lag_bounded(growing, bound=10**9, max_growth_per_s=10)  # trend
+    assert not lag_bounded([(0.0, 10), (2.0, 5000)], bound=1000, max_growth_per_s=10)  # level
+    assert not lag_bounded([], bound=1000, max_growth_per_s=10)
+
+
+def test_compute_lag_counts_only_committed_partitions() -> None:
+    ends = {("t", 0): 100, ("t", 1): 50, ("u", 0): 7}
+    committed = {("t", 0): 90, ("t", 1): 50}
+    assert compute_lag(committed, ends) == 10
+    assert compute_lag({("t", 0): 120}, ends) == 0  # never negative
+
+
+def test_peer_progress_lines_give_a_steady_rate() -> None:
+    text = 'starting\n{"n": 1000, "t": 100.0}\nnoise\n{"n": 3000, "t": 101.0}\n{"n": 5000, "t": 102.0}\n'
+    progress = progress_of(text)
+    assert progress == [(1000, 100.0), (3000, 101.0), (5000, 102.0)]
+    assert rate_of(progress) == 2000.0
+    assert rate_of(progress[:1]) is None
