@@ -26,19 +26,25 @@ Output = tuple[str, bytes | None, bytes, int | None]  # topic, key, value, parti
 
 class TransactionalSender:
     def __init__(self, bootstrap: str, transactional_id: str, group_id: str, timeout_ms: int) -> None:
-        options = {k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"}
         self.group_id = group_id
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
-                                         transaction_timeout_ms=timeout_ms, **options)
+        self.transactional_id = transactional_id
+        self._options = {**{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"},
+                         "bootstrap_servers": bootstrap, "transactional_id": transactional_id,
+                         "transaction_timeout_ms": timeout_ms}
+        self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        """Create and start the producer (inside the running loop); fences an older one of the same id."""
+        self.producer = AIOKafkaProducer(**self._options)
         await self.producer.start()
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
 
     async def commit(self, outputs: Iterable[Output], offsets: dict[TopicPartition, int]) -> None:
         """Send every output and commit the next offsets of the consumed partitions, all or nothing."""
+        assert self.producer is not None, "start() first"
         async with self.producer.transaction():
             for topic, key, value, partition in outputs:
                 await self.producer.send(topic, value, key=key, partition=partition)

@@ -34,14 +34,14 @@ async def read_since(bootstrap: str, topic: str, since: dict[int, int] | None = 
     """Committed records of `topic` after the `since` offsets, up to the current end (read_committed)."""
     since = since or {}
     ends = await end_offsets(bootstrap, topic)
+    tps = [TopicPartition(topic, p) for p in ends if ends[p] > since.get(p, 0)]
+    if not tps:  # (stopping an aiokafka consumer right after its start raises CancelledError)
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 isolation_level="read_committed")
     await consumer.start()
     records: list[Any] = []
     try:
-        tps = [TopicPartition(topic, p) for p in ends if ends[p] > since.get(p, 0)]
-        if not tps:
-            return []
         consumer.assign(tps)
         for tp in tps:
             consumer.seek(tp, since.get(tp.partition, 0))
