@@ -306,9 +306,11 @@ def count_mismatches(checks: dict[str, Any]) -> int:
     return total
 
 
-def run(seed: int, kills: int, duration: float, minutes: float, rate: float, speed: float) -> dict[str, Any]:
+def run(
+    seed: int, kills: int, duration: float, minutes: float, rate: float, speed: float, keep: bool = False
+) -> dict[str, Any]:
     rng = random.Random(seed)
-    platform = Platform(services=("normalizer", "ohlcv", "lakewriter", "query"))
+    platform = Platform(services=("normalizer", "ohlcv", "lakewriter", "query"), keep_data=keep)
     started = time.monotonic()
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -316,6 +318,7 @@ def run(seed: int, kills: int, duration: float, minutes: float, rate: float, spe
         "seed": seed,
     }
     log: list[dict[str, Any]] = []
+    result["data_dir"] = str(platform.data_dir)
     try:
         platform.start()
         capture = platform.data_dir / "chaos-capture.jsonl.gz"
@@ -371,8 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=4.0, help="event-time span of the capture")
     parser.add_argument("--rate", type=float, default=100.0, help="trades per second of event time")
     parser.add_argument("--speed", type=float, default=3.0, help="replay pace factor")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (logs) afterwards")
     args = parser.parse_args(argv)
-    result = run(args.seed, args.kills, args.duration, args.minutes, args.rate, args.speed)
+    result = run(args.seed, args.kills, args.duration, args.minutes, args.rate, args.speed, args.keep)
+    if args.keep:
+        print(f"data kept in {result.get('data_dir')}")
     print(format_table(result.get("events", [])))
     silver = result["checks"]["silver"]
     print("\n== silver\n" + format_table([{k: v for k, v in silver.items() if not k.endswith("examples")}]))

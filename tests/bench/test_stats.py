@@ -66,3 +66,20 @@ def test_peer_progress_lines_give_a_steady_rate() -> None:
     assert progress == [(1000, 100.0), (3000, 101.0), (5000, 102.0)]
     assert rate_of(progress) == 2000.0
     assert rate_of(progress[:1]) is None
+
+
+def test_soak_duration_and_memory_verdicts() -> None:
+    from bench.soak import memory_verdicts, parse_duration
+
+    assert parse_duration("30m") == 1800
+    assert parse_duration("90s") == 90
+    assert parse_duration("2h") == 7200
+    assert parse_duration("45") == 45
+    mb = 2**20
+    samples = [
+        {"t": float(t), "procs": {"leaky": {"rss": (100 + t) * mb}, "flat": {"rss": 100 * mb}}}
+        for t in range(0, 600, 10)
+    ]
+    verdicts = memory_verdicts(samples, ["leaky", "flat"], max_mb_per_h=50)
+    assert verdicts["leaky"]["flag"] and verdicts["leaky"]["slope_mb_per_h"] == pytest.approx(3600)
+    assert not verdicts["flat"]["flag"]
