@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -15,7 +16,6 @@ from typing import Any
 
 from deploy.local.plan import REPO
 from deploy.local.supervisor import Supervisor
-from services.common.metrics import free_port
 
 
 def _free(port: int) -> bool:
@@ -28,9 +28,16 @@ def _free(port: int) -> bool:
 
 
 def free_port_block(size: int = 100) -> int:
-    """A base port whose next `size` ports are free right now."""
+    """A base port whose next `size` ports are free right now, below the ephemeral range.
+
+    Services bind their ports up to a minute after the plan is made (imports on a busy machine): a port
+    from the ephemeral range could meanwhile be taken by any outgoing connection on the machine.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(200):
-        base = random.randrange(30000, 60000 - size)
+        base = random.randrange(max(10000, low - 12000), low - size)
         if all(_free(port) for port in range(base, base + size)):
             return base
     raise RuntimeError("no free block of ports")
@@ -40,15 +47,18 @@ class LocalPlatform:
     """`python -m deploy.local ...` with an isolated environment."""
 
     def __init__(self, data_dir: Path, **overrides: str) -> None:
-        kafka = free_port()
+        # Services use base + 20*i + replica (i ≤ 4, replicas < 10); the rest of the block is free for these.
+        base = free_port_block()
+        kafka = base + 90
         self.data_dir = data_dir
-        self.prometheus_port = free_port()
+        self.prometheus_port = base + 92
         self.env = {
             **os.environ,
             "K2_DATA_DIR": str(data_dir), "K2_KAFKA_PORT": str(kafka),
-            "K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}", "K2_KAFKA_CONTROLLER_PORT": str(free_port()),
-            "K2_PROMETHEUS_PORT": str(self.prometheus_port), "K2_DEPLOY_PORT_BASE": str(free_port_block()),
-            "K2_DEPLOY_QUERY_PORT": str(free_port()), "K2_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            "K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}", "K2_KAFKA_CONTROLLER_PORT": str(base + 91),
+            "K2_PROMETHEUS_PORT": str(self.prometheus_port), "K2_DEPLOY_PORT_BASE": str(base),
+            "K2_DEPLOY_QUERY_PORT": str(base + 93), "K2_DEPLOY_SIMULATOR_PORT": str(base + 98),
+            "K2_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
             **overrides,
         }
 

@@ -1,0 +1,1 @@
+"""Operator tools that work on the lake directly (see docs/operations.md)."""
