@@ -201,16 +201,21 @@ def time_k2_ohlcv(platform: Platform, total: float, timeout: float) -> dict[str,
     }
 
 
-def peer_comparison(platform: Platform, timeout: float) -> dict[str, Any]:
+def peer_comparison(platform: Platform, timeout: float, cap: int) -> dict[str, Any]:
+    """K2's ohlcv and the Quix peer, one after the other, each alone on the machine but for the broker,
+    over the first `cap` trades of market.crypto.trades (all of them when fewer)."""
     from bench.peer_quix import read_peer_candles, run_peer
     from bench.reference import compare_with_float_peer
+    from bench.topics import count_records
+    from services.common.topics import TRADES
 
-    total = platform.counter("normalizer", "k2_normalizer_trades_out_total")
-    ours = asyncio.run(k2_final_candles(platform.bootstrap))
     for name in ("simulator", "feed", "lakewriter", "query", "normalizer", "ohlcv"):
         if name in platform.roles:
             platform.roles[name].proc.stop()
-    result: dict[str, Any] = {"trades": int(total)}
+    on_topic = asyncio.run(count_records(platform.bootstrap, TRADES))
+    total = min(on_topic, cap)
+    ours = asyncio.run(k2_final_candles(platform.bootstrap))
+    result: dict[str, Any] = {"trades_on_topic": on_topic, "trades": int(total)}
     result["k2_ohlcv"] = time_k2_ohlcv(platform, total, timeout)
     try:
         result["quix"] = run_peer(
@@ -289,7 +294,9 @@ def run(quick: bool, steps: list[float] | None, step_s: float | None, peer: bool
         result["drained"] = wait_drained(platform, 60 if quick else 300)
         result["per_stage_benchmarks"] = read_stage_benchmarks()
         if peer:
-            result["peer"] = peer_comparison(platform, timeout=90 if quick else 600)
+            result["peer"] = peer_comparison(
+                platform, timeout=90 if quick else 600, cap=100_000 if quick else 500_000
+            )
         result["processes"] = platform.sampler.table()
     finally:
         platform.stop()

@@ -42,3 +42,36 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[A
     finally:
         await consumer.stop()
     return records
+
+
+async def count_records(bootstrap: str, topic: str, timeout: float = 300.0) -> int:
+    """How many committed records a topic holds now (read to the end without keeping them)."""
+    ends = {p: off for (_, p), off in (await end_offsets(bootstrap, [topic])).items()}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    count = 0
+    try:
+        tps = [TopicPartition(topic, p) for p in ends]
+        if not tps:
+            return 0
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        pending = {tp for tp in tps if ends[tp.partition] > 0}
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=20000)
+            count += sum(len(messages) for messages in batch.values())
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp.partition]:
+                    pending.discard(tp)
+        if pending:
+            raise TimeoutError(f"could not read {topic} to its end: {pending}")
+    finally:
+        await consumer.stop()
+    return count
