@@ -270,7 +270,7 @@ async def stream_ohlcv(
     check_symbol(symbol)
     settings: QuerySettings = request.app.state.settings
     try:
-        consumer = await asyncio.wait_for(live.open_consumer(settings.kafka_bootstrap), 30)
+        consumer = await live.open_consumer(settings.kafka_bootstrap, settings.query_kafka_timeout_s)
     except Exception as exc:
         log.warning("live stream unavailable: %s", exc)
         raise HTTPException(503, "the live candle stream is unavailable") from None

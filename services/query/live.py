@@ -8,6 +8,7 @@ comments follow when nothing arrives. The consumer stops when the client goes aw
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,11 +21,12 @@ from services.query import metrics
 log = logging.getLogger(__name__)
 
 
-async def open_consumer(bootstrap: str) -> AIOKafkaConsumer:
+async def open_consumer(bootstrap: str, timeout_s: float) -> AIOKafkaConsumer:
+    """A consumer at the end of every partition of the live topic; raises if the broker is not reachable."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed", request_timeout_ms=10_000)
-    await consumer.start()
     try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
         partitions = consumer.partitions_for_topic(OHLCV_LIVE)
         if not partitions:
             await consumer._client.force_metadata_update()
@@ -35,7 +37,8 @@ async def open_consumer(bootstrap: str) -> AIOKafkaConsumer:
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:
-            await consumer.position(tp)  # fix the start now, before telling the client it is live
+            # fix the start now, before telling the client it is live
+            await asyncio.wait_for(consumer.position(tp), timeout_s)
     except BaseException:
         await consumer.stop()
         raise

@@ -47,6 +47,9 @@ class QuerySettings(K2Settings):
     )
     query_duckdb_threads: int = Field(2, description="DuckDB worker threads.")
     query_workers: int = Field(16, description="Threads that run DuckDB queries concurrently.")
+    query_kafka_timeout_s: float = Field(
+        10.0, description="How long an SSE request waits for the broker before answering 503."
+    )
     query_sse_heartbeat_s: float = Field(15.0, description="Seconds between SSE keep-alive comments.")
 
     @field_validator("query_port")

@@ -53,8 +53,8 @@ def build_lake(data_dir: Path, per_market: int = 400) -> KnownLake:
     gold: dict[str, list[int]] = {}
     for tf, candles in candles_v0.items():
         gold[tf] = [r.snapshot_id for r in upsert_candles(catalog, candles, {0: 1})]
-    # Corrections: every 7th 1m candle gets a revision 1 (a new snapshot of gold_ohlcv_1m).
-    fixes = [revised(c) for c in candles_v0["1m"][::7]]
+    # Corrections: every 149th 1m candle gets a revision 1 (a new snapshot of gold_ohlcv_1m).
+    fixes = [revised(c) for c in candles_v0["1m"][::149]]
     gold["1m"] += [r.snapshot_id for r in upsert_candles(catalog, fixes, {0: 2})]
     fixed = {(c.exchange, c.symbol, c.window_start): c for c in fixes}
     now = dict(candles_v0)
