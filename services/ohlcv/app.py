@@ -70,6 +70,8 @@ class Runtime:
         self.partitions: dict[int, PartitionState] = {}
         self.producer: AIOKafkaProducer | None = None
         self._publish_lock = asyncio.Lock()
+        self.touched: list[PartitionState] = []
+        self.changelog_topic = table.changelog_topic.get_topic_name()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start_producer(self) -> AIOKafkaProducer:
@@ -110,7 +112,6 @@ class Runtime:
 
     # -- trades --------------------------------------------------------------------------------
     def apply_batch(self, events: list[Any]) -> None:
-        started = time.perf_counter()
         now = time.monotonic()
         assigned = self.assigned()
         touched: set[int] = set()
@@ -135,25 +136,36 @@ class Runtime:
                 skipped_dup += 1
             touched.add(partition)
         metrics.TRADES_IN.inc(len(events))
+        self.touched = [self.partitions[p] for p in touched if p in self.partitions]
         if skipped_dup:
             metrics.TRADES_SKIPPED.labels("duplicate").inc(skipped_dup)
         if invalid:
             metrics.TRADES_SKIPPED.labels("invalid").inc(invalid)
-        for partition in touched:
-            self.persist(self.partitions[partition])
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    def persist(self, state: PartitionState) -> None:
-        """Write the partition's owed state to the table and its changelog (partition = source's)."""
+    async def persist(self, states: list[PartitionState]) -> None:
+        """Write the partitions' owed state to the table and to its changelog; return once acknowledged.
+
+        The changelog records go through our own producer (Faust's send_soon buffer drains one record
+        at a time, far too slowly for a batch's state) to the changelog partition = the source
+        partition, which is where Faust's table recovery reads them back.
+        """
+        producer = await self.start_producer()
+        topic = self.changelog_topic
         data = self.table.data
-        prefix = f"{state.partition}|"
-        for key, value in state.drain_persist():
-            table_key = (prefix + key).encode()
-            if value is None:
-                data.pop(table_key, None)
-            else:
-                data[table_key] = value
-            self.table.send_changelog(state.partition, table_key, value)
+        futures = []
+        for state in states:
+            if self.partitions.get(state.partition) is not state:
+                continue  # revoked meanwhile: its state belongs to the new owner
+            prefix = f"{state.partition}|"
+            for key, value in state.drain_persist():
+                table_key = (prefix + key).encode()
+                if value is None:
+                    data.pop(table_key, None)
+                else:
+                    data[table_key] = value
+                futures.append(await producer.send(topic, value, key=table_key, partition=state.partition))
+        if futures:
+            await asyncio.gather(*futures)
 
     # -- outputs -------------------------------------------------------------------------------
     async def publish_live(self, force: bool = False) -> None:
@@ -178,7 +190,7 @@ class Runtime:
         await self.publish_finals()
         for state in list(self.partitions.values()):
             state.purge()
-            self.persist(state)
+        await self.persist(list(self.partitions.values()))
         await self.publish_live()
 
     async def publish_finals(self) -> None:
@@ -201,9 +213,7 @@ class Runtime:
                 if revision == 0:
                     metrics.CLOSE_LATENCY.labels(candle.timeframe).observe(
                         max(0.0, now_s - candle.end / 1e6 - self.grace_s))
-            for state in {item[0].partition: item[0] for item in sent}.values():
-                if self.partitions.get(state.partition) is state:
-                    self.persist(state)
+            await self.persist(list({item[0].partition: item[0] for item in sent}.values()))
 
     def update_gauges(self) -> None:
         open_total = closed_total = 0
@@ -258,7 +268,10 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     @app.agent(source)
     async def candles(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within):
+            started = time.perf_counter()
             runtime.apply_batch(events)
+            await runtime.persist(runtime.touched)  # durable before take_events acks the batch
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             await runtime.publish_live()
 
     @app.task

@@ -96,9 +96,10 @@ class PartitionState:
                     event_wm = self.event_watermark
                     if event_wm is not None and end + self.config.horizon_us <= event_wm:
                         metrics.LATE_TRADES.labels(timeframe, "beyond_horizon").inc()
-                        log.warning("trade %s %s %s for %s window %d is beyond the correction horizon; "
-                                    "not applied", trade.exchange, trade.symbol, trade.trade_id, timeframe,
-                                    start)
+                        if not applied:  # once per trade, at its shortest affected timeframe
+                            log.warning("trade %s %s %s for %s window %d is beyond the correction horizon; "
+                                        "not applied", trade.exchange, trade.symbol, trade.trade_id,
+                                        timeframe, start)
                         applied = True  # not a duplicate: counted as late
                         continue
                     candle.closed = True

@@ -125,7 +125,8 @@ async def test_replay_of_last_week_at_full_speed(fresh_topics: str, k2_env: dict
     bootstrap = fresh_topics
     rng = random.Random(7)
     start = (int(time.time() * 1e6) // DAY - 7) * DAY + 22 * HOUR  # spans midnight: two 1d windows
-    symbols = [("binance", "BTC/USDT"), ("kraken", "ETH/USD"), ("coinbase", "SOL/USD"), ("binance", "ETH/USDT")]
+    symbols = [("binance", "BTC/USDT"), ("kraken", "ETH/USD"), ("coinbase", "SOL/USD"),
+               ("binance", "ETH/USDT")]
     trades = sorted(random_trades(rng, 4000, start, 4 * HOUR, symbols), key=lambda t: t.exchange_ts)
     # a little disorder, well inside the grace, as exchanges deliver it
     for i in range(0, len(trades) - 1, 7):
@@ -159,7 +160,8 @@ async def test_kill_9_mid_window_and_restart(fresh_topics: str, k2_env: dict[str
         proc.stop()
     # closers: one trade per symbol a day and a half later closes every window of the test data
     closer_ts = start + DAY + 12 * HOUR
-    closers = [trade(900_000 + i, closer_ts, "1", "1", exchange=e, symbol=s) for i, (e, s) in enumerate(symbols)]
+    closers = [trade(900_000 + i, closer_ts, "1", "1", exchange=e, symbol=s)
+               for i, (e, s) in enumerate(symbols)]
     restarted, url2 = worker(k2_env, app_id=app_id, name="ohlcv-restarted", idle_timeout_seconds="600")
     with restarted:
         restarted.wait_http(url2)
