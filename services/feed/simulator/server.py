@@ -384,9 +384,9 @@ class Simulator:
         if kind == "raw" and conn.exchange == "coinbase" and '"sequence_num":' in item[1][:120]:
             text = wire.renumber(item[1], conn.sequence)  # a bad trade still takes its sequence number
             conn.sequence += 1
-            return [text], 0, True
+            return [text], 0, False
         if kind == "text" or kind == "raw":
-            return [item[1]], 0, kind == "raw"
+            return [item[1]], 0, False  # injected faults are not market data: never duplicated
         if kind == "cb":
             text = wire.coinbase_envelope(item[1], conn.sequence, time.time_ns(), item[2])
             conn.sequence += 1
