@@ -24,7 +24,8 @@ async def test_a_broker_crash_and_restart_mid_stream_loses_no_frame(
         publisher = KafkaPublisher(broker.bootstrap, produce_timeout_ms=60_000)
         await publisher.start()
         connector = Connector("binance", "binance-restart", sim_url(sim, "binance"),
-                              ["BTCUSDT", "ETHUSDT", "SOLUSDT"], publisher, ConnectorOptions(stale_after_s=120))
+                              ["BTCUSDT", "ETHUSDT", "SOLUSDT"], publisher,
+                              ConnectorOptions(stale_after_s=120))
         task = asyncio.create_task(connector.run())
         try:
             await wait_for(lambda: publisher.acked >= 30, timeout=60, message="frames flowing into Kafka")

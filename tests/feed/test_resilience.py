@@ -58,7 +58,8 @@ async def test_forced_disconnect_reconnects_resubscribes_and_writes_a_marker(top
     assert headers.kind == KIND_MARKER and headers.seq == 0 and headers.connection_id == second
     marker = DisconnectMarker.decode(marker_record.value)
     last_old = RawHeaders.from_kafka(old[-1].headers)
-    assert marker.exchange == "kraken" and marker.connection_id == first and marker.new_connection_id == second
+    assert marker.exchange == "kraken"
+    assert marker.connection_id == first and marker.new_connection_id == second
     assert marker.down_from_ns == last_old.received_at_ns
     assert marker.down_from_ns <= marker.down_to_ns == headers.received_at_ns
     assert marker.down_to_ns <= RawHeaders.from_kafka(new[1].headers).received_at_ns
@@ -77,7 +78,8 @@ async def test_forced_disconnect_reconnects_resubscribes_and_writes_a_marker(top
 async def test_stale_or_old_connections_are_replaced(topics: str, sim: Simulator, reason: str,
                                                      options: ConnectorOptions, fault) -> None:
     before = metrics.RECONNECTS.labels("coinbase", reason)._value.get()
-    first, second, records = await _run_until_reconnected(topics, sim, "coinbase", ["BTC-USD"], options, fault)
+    first, second, records = await _run_until_reconnected(topics, sim, "coinbase", ["BTC-USD"], options,
+                                                          fault)
     markers = [DisconnectMarker.decode(r.value) for r in records if r.key == second.encode()
                and RawHeaders.from_kafka(r.headers).kind == KIND_MARKER]
     assert [(m.connection_id, m.reason) for m in markers] == [(first, reason)]
