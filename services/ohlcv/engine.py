@@ -18,12 +18,13 @@ import orjson
 
 from services.common.schemas import TIMEFRAMES, Trade, trade_order_key
 from services.ohlcv import metrics
-from services.ohlcv.candles import CandleState
+from services.ohlcv.candles import CandleState, OrderKey
 
 log = logging.getLogger(__name__)
 
 WATERMARK_KEY = "~wm"
 _TF_ITEMS = tuple(TIMEFRAMES.items())
+MINUTE_US = TIMEFRAMES["1m"]  # every longer timeframe is a multiple: one 1m window lies in one window of each
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,8 @@ class PartitionState:
         self.persist_dirty: set[str] = set()  # candles to write to the changelog
         self.tombstones: set[str] = set()
         self.watermark_dirty = False
+        # per symbol: (1m window start, its six candles, any closed, their keys) of the latest trade
+        self._recent: dict[str, tuple[int, list[CandleState], bool, list[str]]] = {}
 
     # -- loading -------------------------------------------------------------------------------
     def load(self, items: Iterable[tuple[str, bytes]]) -> None:
@@ -82,9 +85,31 @@ class PartitionState:
         ts = trade.exchange_ts
         order = trade_order_key(ts, trade.trade_id)
         prefix = f"{trade.exchange}:{trade.symbol}:"
+        minute = ts - ts % MINUTE_US
+        cached = self._recent.get(prefix)
+        if cached is not None and cached[0] == minute and not cached[2] \
+                and not any(c.closed for c in cached[1]):
+            # hot path: same 1m window as this symbol's previous trade, so the same six open candles
+            applied = False
+            for candle in cached[1]:
+                if offset > candle.last_offset:
+                    candle.apply(trade, order, offset)
+                    applied = True
+            self.live_dirty.update(cached[3])
+            self.persist_dirty.update(cached[3])
+            self._advance(ts)
+            return applied
+        applied = self._apply_general(trade, offset, order, prefix)
+        self._advance(ts)
+        return applied
+
+    def _apply_general(self, trade: Trade, offset: int, order: OrderKey, prefix: str) -> bool:
+        ts = trade.exchange_ts
         watermark = self.watermark
         applied = False
         candles = self.candles
+        touched: list[CandleState] = []
+        any_closed = False
         for timeframe, length in _TF_ITEMS:
             start = ts - ts % length
             key = f"{prefix}{timeframe}:{start}"
@@ -101,13 +126,17 @@ class PartitionState:
                                         "not applied", trade.exchange, trade.symbol, trade.trade_id,
                                         timeframe, start)
                         applied = True  # not a duplicate: counted as late
+                        any_closed = True
                         continue
                     candle.closed = True
                     heapq.heappush(self._closed_heap, (end, key))
                 else:
                     heapq.heappush(self._open_heap, (end, key))
                 candles[key] = candle
-            elif offset <= candle.last_offset:
+            touched.append(candle)
+            if candle.closed:
+                any_closed = True
+            if offset <= candle.last_offset:
                 continue  # already in this candle: re-delivered after a restart
             if candle.closed:
                 metrics.LATE_TRADES.labels(timeframe, "revised").inc()
@@ -118,13 +147,19 @@ class PartitionState:
             candle.apply(trade, order, offset)
             self.persist_dirty.add(key)
             applied = True
+        if len(touched) == len(_TF_ITEMS):
+            self._recent[prefix] = (ts - ts % MINUTE_US, touched, any_closed, [c.key for c in touched])
+        else:
+            self._recent.pop(prefix, None)
+        return applied
+
+    def _advance(self, ts: int) -> None:
         if self.event_max is None or ts > self.event_max:
             self.event_max = ts
             new_wm = ts - self.config.grace_us
             if self.watermark is None or new_wm > self.watermark:
                 self.watermark = new_wm
             self.watermark_dirty = True
-        return applied
 
     # -- time ----------------------------------------------------------------------------------
     def advance_idle(self, now_us: int, now_mono: float) -> None:
@@ -183,6 +218,7 @@ class PartitionState:
                 break  # publish first
             heapq.heappop(heap)
             if candle is not None:
+                self._recent.clear()
                 del self.candles[key]
                 self.persist_dirty.discard(key)
                 self.tombstones.add(key)
