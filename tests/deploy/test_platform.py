@@ -28,8 +28,11 @@ from tests.deploy.platform import LocalPlatform
 from tests.kafka_helpers import wait_for
 from tests.processes import scrape
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 GRACE_SECONDS = 2
+# The simulator shifts event times by a constant: faster than 1.25× the 180 s capture would put trades
+# more than 60 s ahead of their arrival, and the normalizer rejects those (ts_future).
+DEMO_SPEED = 1.25
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
     assert DEMO_CAPTURE.is_file(), f"the bundled capture {DEMO_CAPTURE} is missing"
     platform = LocalPlatform(
         tmp_path_factory.mktemp("platform"),
-        K2_REPLICAS_NORMALIZER="2", K2_DEPLOY_DEMO_SPEED="4", K2_DEPLOY_UP_TIMEOUT="150",
+        K2_REPLICAS_NORMALIZER="2", K2_DEPLOY_DEMO_SPEED=str(DEMO_SPEED), K2_DEPLOY_UP_TIMEOUT="150",
         K2_PROMETHEUS_SCRAPE_INTERVAL="1s", K2_PROMETHEUS_EVAL_INTERVAL="1s", K2_PROMETHEUS_RULE_FOR="0s",
         K2_OHLCV_GRACE_SECONDS=str(GRACE_SECONDS), K2_LAKEWRITER_BATCH_SECONDS="1",
     )
@@ -87,6 +90,42 @@ async def test_prometheus_scrapes_every_process(platform: LocalPlatform) -> None
     assert sum(len(group["rules"]) for group in rules) >= 10
 
 
+def firing(platform: LocalPlatform, alert: str, instance: str) -> bool:
+    alerts = platform.prometheus("/api/v1/alerts")["alerts"]
+    return any(a["labels"].get("alertname") == alert and a["labels"].get("instance") == instance
+               and a["state"] == "firing" for a in alerts)
+
+
+async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) -> None:
+    victim = next(item for item in platform.plan()
+                  if item["service"] == "normalizer" and item["replica"] == 1)
+    instance = f"127.0.0.1:{victim['port']}"
+    before = platform.process("normalizer-1")
+    assert before["statename"] == "RUNNING"
+    assert not firing(platform, "K2ServiceDown", instance)
+    fired: list[float] = []
+
+    os.kill(before["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def alert_fired() -> bool:
+        if firing(platform, "K2ServiceDown", instance):
+            fired.append(time.monotonic())
+        return bool(fired)
+
+    await wait_for(alert_fired, timeout=60, interval=0.2,
+                   message="K2ServiceDown fires for the killed replica")
+    assert fired[0] >= killed_at
+
+    def restarted() -> bool:
+        info = platform.process("normalizer-1")
+        return info["statename"] == "RUNNING" and info["pid"] not in (0, before["pid"])
+
+    await wait_for(restarted, timeout=60, message="supervisord restarts the killed replica")
+    await wait_for(lambda: not firing(platform, "K2ServiceDown", instance), timeout=90,
+             message="the alert resolves once the replica answers again")
+
+
 def expected_trades() -> set[tuple[str, str, str]]:
     """Natural keys of every trade in the bundled capture."""
     return trade_keys(DEMO_CAPTURE)
@@ -123,7 +162,7 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
         return table.scan(selected_fields=("exchange", "symbol", "trade_id", "exchange_ts", "quantity")
                           ).to_arrow().to_pylist()
 
-    await wait_for(lambda: len(silver_rows()) >= len(expected), timeout=150,
+    await wait_for(lambda: len(silver_rows()) >= len(expected), timeout=360, interval=2,
              message=f"silver_trades holds the capture's {len(expected)} trades")
     rows = silver_rows()
     keys = [(r["exchange"], r["symbol"], r["trade_id"]) for r in rows]
@@ -157,7 +196,7 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
                 latest[key] = c
         return latest
 
-    await wait_for(lambda: closed <= set(gold_1m()), timeout=120,
+    await wait_for(lambda: closed <= set(gold_1m()), timeout=120, interval=1,
                    message=f"gold_ohlcv_1m holds the {len(closed)} closed 1m windows")
     candles = gold_1m()
     assert set(candles) <= set(minute), "no candle without silver trades"
@@ -165,42 +204,6 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
         count, volume = minute[key]
         assert candles[key]["trade_count"] == count, key
         assert candles[key]["volume"] == volume, key
-
-
-def firing(platform: LocalPlatform, alert: str, instance: str) -> bool:
-    alerts = platform.prometheus("/api/v1/alerts")["alerts"]
-    return any(a["labels"].get("alertname") == alert and a["labels"].get("instance") == instance
-               and a["state"] == "firing" for a in alerts)
-
-
-async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) -> None:
-    victim = next(item for item in platform.plan()
-                  if item["service"] == "normalizer" and item["replica"] == 1)
-    instance = f"127.0.0.1:{victim['port']}"
-    before = platform.process("normalizer-1")
-    assert before["statename"] == "RUNNING"
-    assert not firing(platform, "K2ServiceDown", instance)
-    fired: list[float] = []
-
-    os.kill(before["pid"], signal.SIGKILL)
-    killed_at = time.monotonic()
-
-    def alert_fired() -> bool:
-        if firing(platform, "K2ServiceDown", instance):
-            fired.append(time.monotonic())
-        return bool(fired)
-
-    await wait_for(alert_fired, timeout=60, interval=0.2,
-                   message="K2ServiceDown fires for the killed replica")
-    assert fired[0] >= killed_at
-
-    def restarted() -> bool:
-        info = platform.process("normalizer-1")
-        return info["statename"] == "RUNNING" and info["pid"] not in (0, before["pid"])
-
-    await wait_for(restarted, timeout=60, message="supervisord restarts the killed replica")
-    await wait_for(lambda: not firing(platform, "K2ServiceDown", instance), timeout=90,
-             message="the alert resolves once the replica answers again")
 
 
 def test_logs_command_shows_a_service(platform: LocalPlatform) -> None:
