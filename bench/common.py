@@ -347,13 +347,13 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, 
 
 
 def compute_lag(committed: dict[tuple[str, int], int], ends: dict[tuple[str, int], int]) -> int:
-    """Records behind: Σ(end − committed) over the partitions a group has committed for.
+    """Records behind: Σ(end − committed − 1)⁺ over the partitions a group has committed for.
 
-    A transactional topic's end offset counts the commit markers too, so a group that has read
-    everything can sit one or two offsets below the end per partition only while the last
-    transaction is open; after it commits, position == end.
+    The one record of slack per partition is the commit marker of a transactional producer: the end
+    offset counts it, while a consumer that has read everything commits last record + 1 (aiokafka,
+    Faust), one below the end. A group that has consumed everything therefore shows 0.
     """
-    return sum(max(ends.get(tp, off) - off, 0) for tp, off in committed.items())
+    return sum(max(ends.get(tp, off) - off - 1, 0) for tp, off in committed.items())
 
 
 async def group_lags(
