@@ -249,6 +249,8 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
         processing_guarantee="at_least_once",
         broker_commit_interval=settings.ohlcv_commit_interval_seconds,
         broker_commit_every=1_000_000,
+        broker_session_timeout=settings.ohlcv_session_timeout_seconds,
+        broker_heartbeat_interval=min(3.0, settings.ohlcv_session_timeout_seconds / 3),
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, settings.ohlcv_batch_max * 2),

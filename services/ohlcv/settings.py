@@ -35,6 +35,10 @@ class OhlcvSettings(K2Settings):
     ohlcv_commit_interval_seconds: float = Field(
         1.0, gt=0, description="How often consumed offsets are committed (after state is flushed)."
     )
+    ohlcv_session_timeout_seconds: float = Field(
+        10.0, gt=0,
+        description="Kafka group session timeout: how soon a crashed worker's partitions move to another.",
+    )
     ohlcv_worker_name: str = Field(
         "", description="Name of this replica (its Faust data folder); empty means <hostname>-<pid>."
     )
