@@ -17,7 +17,7 @@ log = logging.getLogger("services.feed.simulator")
 
 async def serve_forever(settings: FeedSettings, args: argparse.Namespace) -> None:
     sim = Simulator(settings.instruments(), seed=args.seed, rate=args.rate, capture=args.capture or None,
-                    speed=args.speed)
+                    speed=args.speed, bursts=not args.no_bursts)
     await sim.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=settings.feed_simulator_rate,
                         help="synthetic trades per second per exchange")
     parser.add_argument("--seed", type=int, default=settings.feed_simulator_seed)
+    parser.add_argument("--no-bursts", action="store_true", help="a steady rate (for benchmarks)")
     args = parser.parse_args(argv)
     setup_logging(settings.log_level, "simulator")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise

@@ -34,8 +34,9 @@ class _Walk:
 class SyntheticMarket:
     """Trades for the instruments of one exchange; deterministic for a seed and a call sequence."""
 
-    def __init__(self, instruments: list[Instrument], seed: int) -> None:
+    def __init__(self, instruments: list[Instrument], seed: int, bursts: bool = True) -> None:
         self.rng = random.Random(seed)
+        self.bursts = bursts
         # Zipf-like activity: the first listed instrument trades most.
         self.walks = [_Walk(inst, self.rng, 1.0 / (rank + 1)) for rank, inst in enumerate(instruments)]
         self._weights = [walk.weight for walk in self.walks]
@@ -43,6 +44,8 @@ class SyntheticMarket:
 
     def rate_factor(self, dt: float) -> float:
         """1 normally; 5-20 during a burst (a burst starts about once a minute and lasts 0.5-3 s)."""
+        if not self.bursts:
+            return 1.0
         if self.burst_left > 0:
             self.burst_left -= dt
             return self._burst_factor

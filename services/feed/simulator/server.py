@@ -114,13 +114,14 @@ class Hub:
 
 class Simulator:
     def __init__(self, instruments: Iterable[Instrument], seed: int = 7, rate: float = 20.0,
-                 capture: str | None = None, speed: float = 1.0, keep_sent: bool = False) -> None:
+                 capture: str | None = None, speed: float = 1.0, keep_sent: bool = False,
+                 bursts: bool = True) -> None:
         by_exchange: dict[str, list[Instrument]] = defaultdict(list)
         for inst in instruments:
             by_exchange[inst.exchange].append(inst)
         self.hubs = {exchange: Hub(exchange, by_exchange.get(exchange, [])) for exchange in EXCHANGES}
         self.seed, self.rate, self.capture, self.speed = seed, rate, capture, speed
-        self.keep_sent = keep_sent
+        self.keep_sent, self.bursts = keep_sent, bursts
         self.history: dict[str, list[SimConnection]] = defaultdict(list)  # every connection, in order
         self.started_mono = time.monotonic()
         self._tasks: list[asyncio.Task] = []
@@ -138,7 +139,8 @@ class Simulator:
             self._start_capture(self.capture)
         else:
             for index, hub in enumerate(self.hubs.values()):
-                market = SyntheticMarket(list(hub.instruments.values()), self.seed * 1000 + index)
+                market = SyntheticMarket(list(hub.instruments.values()), self.seed * 1000 + index,
+                                         self.bursts)
                 tick = {"binance": 0.01, "kraken": 0.05, "coinbase": 0.1}[hub.exchange]  # batching
                 self._tasks.append(asyncio.create_task(hub.run_synthetic(market, self.rate, tick)))
         log.info("simulator on ws://%s:%d (%s)", host, self.port,
