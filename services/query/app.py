@@ -90,6 +90,9 @@ def _route(request: Request) -> str:
 
 async def _pin(lake: Lake, table: str, as_of: Any = None) -> Pinned:
     """Pin a table's snapshot for this request (planning a new snapshot runs on a worker thread)."""
+    pinned = lake.pin_if_planned(table, as_of)
+    if pinned is not None:
+        return pinned
     return await asyncio.get_running_loop().run_in_executor(lake.executor, lake.pin, table, as_of)
 
 

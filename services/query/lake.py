@@ -103,6 +103,16 @@ class LRU:
         metrics.CACHE_HITS.labels(self.name).inc()
         return item[0]
 
+    def peek(self, key: Any) -> Any | None:
+        """get() without counting a miss (a miss here is retried through get())."""
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            self._data.move_to_end(key)
+        metrics.CACHE_HITS.labels(self.name).inc()
+        return item[0]
+
     def put(self, key: Any, value: Any, size: int) -> None:
         if size > self.max_size:
             return
@@ -191,6 +201,14 @@ class Lake:
                 raise UnknownSnapshot(f"table {name} has no snapshot {as_of}")
             return snap
         return table.snapshot_as_of_timestamp(int(as_of.timestamp() * 1000))
+
+    def pin_if_planned(self, name: str, as_of: int | datetime | None = None) -> Pinned | None:
+        """The pinned table if its files are already planned (no I/O: safe on the event loop), else None."""
+        snap = self.resolve(name, as_of)
+        if snap is None:
+            return Pinned(name, None, ())
+        plan = self.plans.peek((name, snap.snapshot_id))
+        return None if plan is None else Pinned(name, snap.snapshot_id, plan)
 
     def pin(self, name: str, as_of: int | datetime | None = None) -> Pinned:
         snap = self.resolve(name, as_of)

@@ -69,7 +69,7 @@ class Security:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def get_security(request: Request) -> Security:
+async def get_security(request: Request) -> Security:
     return request.app.state.security
 
 

@@ -13,7 +13,7 @@ from services.query.app import create_app
 from tests.query.conftest import settings_for
 from tests.query.server import ApiServer
 
-MAX_EXAMPLES = 8
+MAX_EXAMPLES = 6
 
 
 def test_no_5xx_for_any_generated_request(known_lake):
