@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ class Runtime:
         self.producer: AIOKafkaProducer | None = None
         self._publish_lock = asyncio.Lock()
         self.touched: list[PartitionState] = []
+        self.send_error: BaseException | None = None
         self.changelog_topic = table.changelog_topic.get_topic_name()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -143,16 +146,17 @@ class Runtime:
             metrics.TRADES_SKIPPED.labels("invalid").inc(invalid)
 
     async def persist(self, states: list[PartitionState]) -> None:
-        """Write the partitions' owed state to the table and to its changelog; return once acknowledged.
+        """Write the partitions' owed state to the table and (queued) to its changelog.
 
         The changelog records go through our own producer (Faust's send_soon buffer drains one record
         at a time, far too slowly for a batch's state) to the changelog partition = the source
-        partition, which is where Faust's table recovery reads them back.
+        partition, which is where Faust's table recovery reads them back. They are not awaited here:
+        `flush_state` — hooked into the flush Faust performs before every offset commit — waits for
+        them, so committed offsets never run ahead of the state.
         """
         producer = await self.start_producer()
         topic = self.changelog_topic
         data = self.table.data
-        futures = []
         for state in states:
             if self.partitions.get(state.partition) is not state:
                 continue  # revoked meanwhile: its state belongs to the new owner
@@ -163,9 +167,21 @@ class Runtime:
                     data.pop(table_key, None)
                 else:
                     data[table_key] = value
-                futures.append(await producer.send(topic, value, key=table_key, partition=state.partition))
-        if futures:
-            await asyncio.gather(*futures)
+                future = await producer.send(topic, value, key=table_key, partition=state.partition)
+                future.add_done_callback(self._check_sent)
+
+    def _check_sent(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None and self.send_error is None:
+            self.send_error = future.exception()
+
+    async def flush_state(self) -> None:
+        """Wait until every state record sent so far is acknowledged; fail the commit if one was lost."""
+        if self.producer is not None:
+            await self.producer.flush()
+        if self.send_error is not None:
+            log.critical("a state record could not be written: %r; stopping without committing",
+                         self.send_error)
+            os._exit(70)  # a crash: the next owner resumes from the last committed offsets
 
     # -- outputs -------------------------------------------------------------------------------
     async def publish_live(self, force: bool = False) -> None:
@@ -235,7 +251,7 @@ class Runtime:
 
 def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     _read_committed()
-    worker = settings.ohlcv_worker_name or f"{__import__('socket').gethostname()}-{__import__('os').getpid()}"
+    worker = settings.ohlcv_worker_name or f"{socket.gethostname()}-{os.getpid()}"
     datadir = Path(settings.resolved_data_dir) / "ohlcv" / settings.ohlcv_app_id / worker
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -272,7 +288,7 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
         async for events in stream.take_events(batch_max, within):
             started = time.perf_counter()
             runtime.apply_batch(events)
-            await runtime.persist(runtime.touched)  # durable before take_events acks the batch
+            await runtime.persist(runtime.touched)  # flushed before Faust commits the batch's offsets
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             await runtime.publish_live()
 
@@ -298,6 +314,16 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     @app.on_rebalance_complete.connect
     async def on_rebalance_complete(sender: Any, **_: Any) -> None:
         runtime.load_assigned()
+
+    faust_producer = app.producer
+    faust_flush = faust_producer.flush
+
+    async def flush_with_state() -> None:
+        """Faust flushes its producer before it commits offsets (and on revocation): flush ours too."""
+        await faust_flush()
+        await runtime.flush_state()
+
+    faust_producer.flush = flush_with_state  # type: ignore[method-assign]
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **_: Any) -> None:
