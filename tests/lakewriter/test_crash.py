@@ -1,0 +1,64 @@
+"""kill -9 at random points of the commit path, >= 20 times: silver ends exactly equal to the input."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from services.common.catalog import open_catalog
+from services.common.schemas import Trade
+from services.common.settings import K2Settings
+from services.common.tables import SILVER_TRADES
+from services.common.topics import TRADES
+from tests.kafka_helpers import produce, read_topic, wait_for
+from tests.lakewriter.helpers import (
+    count,
+    expected_tuple,
+    make_trades,
+    rows,
+    trade_records,
+    trade_tuple,
+    writer_process,
+)
+
+FAULTS = "before_write:0.03,before_catalog_commit:0.08,after_catalog_commit:0.08,after_kafka_commit:0.05"
+
+
+async def test_kill_minus_9_loop_leaves_silver_exact(topics: str, k2_env: dict[str, str]) -> None:
+    rng = random.Random(42)
+    await produce(topics, TRADES, trade_records(make_trades(2000, seed=11, start_id=1_000_000)))
+    catalog = open_catalog(K2Settings(data_dir=k2_env["K2_DATA_DIR"]))
+    kills = injected = 0
+    next_id = 2_000_000
+    while kills < 20:
+        proc = writer_process(k2_env, name=f"crash{kills}", TOPICS="trades", BATCH_ROWS="150",
+                              BATCH_SECONDS="0.2", INSTANCE_ID="crash-test", GROUP_ID="lw-crash",
+                              FAULT=FAULTS)
+        proc.start()
+        try:
+            # New input keeps arriving while the writer lives and dies.
+            await produce(topics, TRADES, trade_records(make_trades(100, seed=next_id, start_id=next_id)))
+            next_id += 100
+            proc.wait_http(proc.metrics_url, timeout=120)
+            deadline = time.monotonic() + rng.uniform(1.0, 5.0)
+            await wait_for(lambda p=proc, d=deadline: not p.running or time.monotonic() > d, timeout=60,
+                           interval=0.05, message="the writer to crash or the kill time to come")
+            if proc.running:
+                proc.kill()  # external kill -9 at a random moment
+            else:
+                assert proc.proc is not None and proc.proc.returncode == -9, proc.output()[-3000:]
+                injected += 1
+            kills += 1
+        finally:
+            proc.kill()
+    assert injected >= 5  # the commit path itself was hit, not only the idle loop
+
+    expected = [Trade.decode(r.value) for r in await read_topic(topics, TRADES)]
+    with writer_process(k2_env, name="final", TOPICS="trades", INSTANCE_ID="crash-test",
+                        GROUP_ID="lw-crash") as proc:
+        await wait_for(lambda: count(catalog, SILVER_TRADES) >= len(expected), timeout=90,
+                       message=f"silver to reach {len(expected)} rows")
+    got = [trade_tuple(r) for r in rows(catalog, SILVER_TRADES)]
+    keys = [(g[0], g[1], g[3]) for g in got]
+    assert len(keys) == len(set(keys)), "duplicate natural keys in silver"
+    assert sorted(got) == sorted(expected_tuple(t) for t in expected)
