@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
 from services.common.raw import KIND_FRAME, RawHeaders
-from services.common.schemas import Candle, DeadLetter, Trade
+from services.common.schemas import Candle, DeadLetter, SchemaError, Trade
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,46 @@ def raw_row(record: RawRecord) -> dict[str, Any]:
             "kafka_partition": record.partition, "kafka_offset": record.offset, "frame_bytes": raw}
 
 
+_TRADE_FIELDS = tuple(f.name for f in dataclass_fields(Trade))
+_DECIMAL_TEXT = r"^-?[0-9]{1,20}(\.[0-9]{1,18})?$"  # what fits decimal(38,18), plain notation only
+
+
+def trade_row_from_json(payload: bytes) -> dict[str, Any]:
+    """The hot path of silver: Trade JSON → row without building a Trade (same checks as Trade.decode:
+    every field present, decimals as JSON strings). Decimal strings stay text until the Arrow build,
+    which parses them exactly (decimal_array)."""
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SchemaError("Trade must be a JSON object")
+    try:
+        row = {name: data[name] for name in _TRADE_FIELDS}
+    except KeyError as exc:
+        raise SchemaError(f"not a valid Trade: missing {exc}") from exc
+    for name in Trade._decimal_fields:
+        if not isinstance(row[name], str):
+            raise SchemaError(f"Trade.{name} must be a decimal string, got {row[name]!r}")
+    return row
+
+
+def decimal_array(values: list[Any], type_: pa.DataType) -> pa.Array:
+    """Decimal objects or plain decimal strings → decimal128, exactly (never through float).
+
+    Strings are cast by Arrow only after a regex proves they are plain decimals that fit (Arrow's cast
+    would silently overflow on exponents such as '1e30'); anything else goes through Decimal, which
+    raises for values that do not fit."""
+    if values and all(isinstance(v, str) for v in values):
+        text = pa.array(values, pa.string())
+        if pc.all(pc.match_substring_regex(text, _DECIMAL_TEXT)).as_py():
+            return text.cast(type_)
+        values = [Decimal(v) for v in values]
+    elif any(isinstance(v, str) for v in values):
+        values = [Decimal(v) if isinstance(v, str) else v for v in values]
+    return pa.array(values, type=type_)
+
+
 def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=False)
 
@@ -94,7 +137,10 @@ def to_arrow(rows: Sequence[dict[str, Any]], schema: Schema) -> pa.Table:
     columns: dict[str, pa.Array] = {}
     for field in target:
         values = [row.get(field.name) for row in rows]
-        columns[field.name] = pa.array(values, type=field.type)
+        if pa.types.is_decimal(field.type):
+            columns[field.name] = decimal_array(values, field.type)
+        else:
+            columns[field.name] = pa.array(values, type=field.type)
     return pa.Table.from_pydict(columns, schema=target)
 
 
@@ -103,16 +149,15 @@ def to_arrow_lenient(rows: Sequence[dict[str, Any]], schema: Schema,
     """Like to_arrow, but rows that cannot be represented are passed to `reject` and left out."""
     try:
         return to_arrow(rows, schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError, ArithmeticError):
         pass
-    target = arrow_schema(schema)
     good: list[dict[str, Any]] = []
     for row in rows:
         try:
-            for field in target:
-                pa.array([row.get(field.name)], type=field.type)
+            to_arrow([row], schema)
             good.append(row)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError,
+                ArithmeticError) as exc:
             if reject is not None:
                 reject(row, exc)
             else:
@@ -131,5 +176,5 @@ def latest_candles(candles: Iterable[Candle]) -> list[Candle]:
     return list(best.values())
 
 
-__all__ = ["Decimal", "RawRecord", "arrow_schema", "candle_row", "dead_letter_row", "latest_candles",
-           "raw_row", "to_arrow", "to_arrow_lenient", "trade_row"]
+__all__ = ["RawRecord", "arrow_schema", "candle_row", "dead_letter_row", "decimal_array", "latest_candles",
+           "raw_row", "to_arrow", "to_arrow_lenient", "trade_row", "trade_row_from_json"]

@@ -30,3 +30,4 @@ REJECTED = Counter("k2_lakewriter_rejected_total",
 MAINTENANCE = Counter("k2_lakewriter_maintenance_total",
                       "Maintenance work done: files_compacted, files_written, snapshots_expired, "
                       "orphans_removed", ["table", "action"])
+ASSIGNED = Gauge("k2_lakewriter_assigned_partitions", "Input partitions this replica owns now")

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.schemas import TIMEFRAMES, Candle, DeadLetter, SchemaError, Trade
+from services.common.schemas import TIMEFRAMES, Candle, DeadLetter, SchemaError
 from services.common.tables import SILVER_DLQ, SILVER_TRADES, bronze_table, gold_table
 from services.common.topics import OHLCV, RAW_TOPICS, TRADES, TRADES_DLQ
-from services.lakewriter.convert import RawRecord, candle_row, dead_letter_row, raw_row, trade_row
+from services.lakewriter.convert import RawRecord, candle_row, dead_letter_row, raw_row, trade_row_from_json
 
 # A decoder returns (table, row) or raises SchemaError/ValueError (the record is rejected).
 Decoder = Callable[[Any], tuple[str, dict[str, Any]]]
@@ -24,7 +24,7 @@ class Route:
 
 
 def _trade(record: Any) -> tuple[str, dict[str, Any]]:
-    return SILVER_TRADES, trade_row(Trade.decode(record.value))
+    return SILVER_TRADES, trade_row_from_json(record.value)
 
 
 def _dead(record: Any) -> tuple[str, dict[str, Any]]:

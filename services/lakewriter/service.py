@@ -82,6 +82,7 @@ class LakewriterService:
         async with self.lock:
             await self._resume(tps)
             self.assigned |= tps
+            metrics.ASSIGNED.set(len(self.assigned))
             log.info("assigned %d partition(s): %s", len(tps), sorted(tps))
 
     async def on_revoked(self, tps: set[TP]) -> None:
@@ -92,6 +93,7 @@ class LakewriterService:
             for tp in tps:
                 self._forget(tp)
             self.assigned -= tps
+            metrics.ASSIGNED.set(len(self.assigned))
             log.info("revoked %d partition(s)", len(tps))
 
     def _forget(self, tp: TP) -> None:

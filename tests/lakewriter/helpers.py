@@ -15,7 +15,7 @@ from services.common.metrics import free_port
 from services.common.schemas import Trade
 from services.common.tables import NAMESPACE
 from services.common.topics import RAW_TOPICS
-from tests.processes import ServiceProcess
+from tests.processes import ServiceProcess, scrape
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
@@ -93,3 +93,15 @@ def trade_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
 def expected_tuple(t: Trade) -> tuple[Any, ...]:
     return (t.exchange, t.symbol, t.exchange_symbol, t.trade_id, t.exchange_ts, t.received_at, t.price,
             t.quantity, t.quote_quantity, t.side, t.source_topic, t.source_partition, t.source_offset)
+
+
+def assigned_partitions(proc: ServiceProcess) -> int:
+    """The writer's k2_lakewriter_assigned_partitions (0 while it starts or if it died)."""
+    try:
+        text = scrape(proc.metrics_url)  # type: ignore[attr-defined]
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("k2_lakewriter_assigned_partitions "):
+            return int(float(line.split()[1]))
+    return 0

@@ -12,6 +12,7 @@ from services.common.tables import SILVER_TRADES
 from services.common.topics import TRADES
 from tests.kafka_helpers import produce, read_topic, wait_for
 from tests.lakewriter.helpers import (
+    assigned_partitions,
     count,
     expected_tuple,
     make_trades,
@@ -21,7 +22,7 @@ from tests.lakewriter.helpers import (
     writer_process,
 )
 
-FAULTS = "before_write:0.03,before_catalog_commit:0.08,after_catalog_commit:0.08,after_kafka_commit:0.05"
+FAULTS = "before_write:0.05,before_catalog_commit:0.12,after_catalog_commit:0.12,after_kafka_commit:0.05"
 
 
 async def test_kill_minus_9_loop_leaves_silver_exact(topics: str, k2_env: dict[str, str]) -> None:
@@ -40,7 +41,9 @@ async def test_kill_minus_9_loop_leaves_silver_exact(topics: str, k2_env: dict[s
             await produce(topics, TRADES, trade_records(make_trades(100, seed=next_id, start_id=next_id)))
             next_id += 100
             proc.wait_http(proc.metrics_url, timeout=120)
-            deadline = time.monotonic() + rng.uniform(1.0, 5.0)
+            await wait_for(lambda p=proc: not p.running or assigned_partitions(p) > 0, timeout=120,
+                           message="the writer to get its partitions")
+            deadline = time.monotonic() + rng.uniform(0.2, 2.5)
             await wait_for(lambda p=proc, d=deadline: not p.running or time.monotonic() > d, timeout=60,
                            interval=0.05, message="the writer to crash or the kill time to come")
             if proc.running:
