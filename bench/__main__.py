@@ -113,6 +113,21 @@ def wait_drained(platform: Platform, timeout: float) -> bool:
     return False
 
 
+def warm_up(platform: Platform, timeout: float) -> float | None:
+    """Until trades flow through normalizer and ohlcv and the lag from start-up has drained."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        counts = stage_counts(platform)
+        if counts.get("normalizer", 0) > 0 and counts.get("ohlcv", 0) > 0:
+            break
+        time.sleep(1)
+    else:
+        return None
+    wait_drained(platform, max(5.0, deadline - time.monotonic()))
+    return round(time.monotonic() - started, 1)
+
+
 def query_load(platform: Platform, seconds: float = 5.0, clients: int = 8) -> dict[str, Any]:
     """A short load on GET /v1/ohlcv/1m (one symbol, the last hour): requests/s and latency."""
     import httpx
@@ -258,7 +273,7 @@ def run(quick: bool, steps: list[float] | None, step_s: float | None, peer: bool
     try:
         platform.start()
         result["startup_s"] = round(time.monotonic() - started, 1)
-        wait_drained(platform, 30)
+        result["warmup_s"] = warm_up(platform, timeout=120)
         probe = LatencyProbe(platform.bootstrap, platform.catalog).start()
         for index, rate in enumerate(steps):
             step = run_step(platform, rate, step_s)
@@ -306,18 +321,27 @@ def run(quick: bool, steps: list[float] | None, step_s: float | None, peer: bool
 
 
 def read_stage_benchmarks() -> dict[str, Any]:
-    """Headline figures of the per-stage benchmarks (bench/<stage>.py), when they have been run."""
+    """Figures of the per-stage benchmarks (`python -m bench.<stage>`, owned by each service), when
+    their bench-results/<stage>.json exists: the scalar fields of the file and of its first-level
+    sections, so the platform report shows them beside the in-platform rates."""
     out: dict[str, Any] = {}
     for stage in ("feed", "normalizer", "ohlcv", "lakewriter", "query"):
         path = RESULTS_DIR / f"{stage}.json"
-        if path.exists():
-            try:
-                out[stage] = {
-                    "file": str(path.relative_to(RESULTS_DIR.parent)),
-                    "date": json.loads(path.read_text()).get("date"),
-                }
-            except (ValueError, OSError):
-                continue
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        flat: dict[str, Any] = {"file": str(path.relative_to(RESULTS_DIR.parent))}
+        for key, value in data.items():
+            if isinstance(value, (int, float, str, bool)) or value is None:
+                flat[key] = value
+            elif isinstance(value, dict):
+                flat.update(
+                    {f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))}
+                )
+        out[stage] = flat
     return out
 
 

@@ -90,7 +90,12 @@ def run_peer(
         "PYTHONUNBUFFERED": "1",
     }
     proc = ServiceProcess(
-        "peer_quix_app", env=env, log_dir=work_dir / "logs", name="peer-quix", argv=[str(python), str(APP)]
+        "peer_quix_app",
+        env=env,
+        log_dir=work_dir / "logs",
+        name="peer-quix",
+        # -I: the script's folder is not put on sys.path (bench/platform.py would shadow the stdlib's)
+        argv=[str(python), "-I", str(APP)],
     )
     started = time.time()
     proc.start()
