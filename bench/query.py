@@ -72,7 +72,11 @@ async def run_load(
                     return
                 path, params = make_request(i)
                 started = time.perf_counter()
-                response = await client.get(path, params=params)
+                try:
+                    response = await client.get(path, params=params)
+                except httpx.HTTPError:  # e.g. a keep-alive connection closed under us: count it
+                    errors += 1
+                    continue
                 body = response.content
                 latencies.append(time.perf_counter() - started)
                 if response.status_code != 200:

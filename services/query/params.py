@@ -119,9 +119,12 @@ def parse_as_of(value: str | None) -> int | datetime | None:
 
 def parse_day(value: str) -> date:
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         raise unprocessable(f"date {value!r} is not a YYYY-MM-DD date") from None
+    if not 1970 <= parsed.year <= 9998:
+        raise unprocessable(f"date {value!r} is out of range")
+    return parsed
 
 
 class CursorCodec:

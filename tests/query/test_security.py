@@ -65,6 +65,8 @@ def test_auth_on_without_keys_refuses_to_start(known_lake):
     ("/v1/trades", {"format": "xlsx"}, "format"),
     ("/v1/trades", {"format": "csv", "limit": 5}, "export"),
     ("/v1/summary/binance/BTC/USDT/2024-02-30", {}, "date"),
+    ("/v1/summary/binance/BTC/USDT/9999-12-31", {}, "date"),
+    ("/v1/trades", {"end": "1e300"}, "end"),
     ("/v1/snapshots/users", {}, "table"),
 ])
 def test_bad_parameters_are_422_with_a_clear_message(client, path, params, needle):
