@@ -18,8 +18,9 @@ log = logging.getLogger("services.feed")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m services.feed",
-                                     description="Exchange WebSockets → raw Kafka topics.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.feed", description="Exchange WebSockets → raw Kafka topics."
+    )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="connect to the exchanges (or the simulator) and publish (the default)")
     record = sub.add_parser("record", help="write received frames to a capture file instead of Kafka")
@@ -36,8 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(settings: FeedSettings) -> None:
     if settings.feed_source == "none":
         log.info("K2_FEED_SOURCE=none: no connections")
-    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.feed_buffer_frames,
-                               settings.feed_produce_timeout_ms)
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap, settings.feed_buffer_frames, settings.feed_produce_timeout_ms
+    )
     await ensure_raw_topics(settings.kafka_bootstrap)
     await publisher.start()
     connectors = [] if settings.feed_source == "none" else build_connectors(settings, publisher)
@@ -64,16 +66,21 @@ async def record(settings: FeedSettings, path: str, seconds: float | None) -> No
         log.info("wrote %d record(s) to %s", writer.written, path)
 
 
-async def replay_file(settings: FeedSettings, path: str, speed: float | None) -> None:
-    publisher = KafkaPublisher(settings.kafka_bootstrap, settings.feed_buffer_frames,
-                               settings.feed_produce_timeout_ms, observe_latency=False)
+async def replay_file(settings: FeedSettings, path: str, speed: float | None) -> bool:
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap,
+        settings.feed_buffer_frames,
+        settings.feed_produce_timeout_ms,
+        observe_latency=False,
+    )
     await ensure_raw_topics(settings.kafka_bootstrap)
     await publisher.start()
     try:
         count = await replay(path, publisher, speed)
     finally:
-        await publisher.stop(timeout=120)
-    log.info("replayed %d record(s) from %s", count, path)
+        flushed = await publisher.stop(timeout=120)
+    log.info("replayed %d record(s) from %s%s", count, path, "" if flushed else " (NOT all acknowledged)")
+    return flushed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run(settings))
     elif command == "record":
         asyncio.run(record(settings, args.file, args.seconds))
-    else:
-        asyncio.run(replay_file(settings, args.file, None if args.max else args.speed))
+    elif not asyncio.run(replay_file(settings, args.file, None if args.max else args.speed)):
+        return 1
     return 0
 
 

@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 
 def options_from(settings: FeedSettings) -> ConnectorOptions:
     return ConnectorOptions(
-        stale_after_s=settings.feed_stale_after_s, rotate_after_s=settings.feed_rotate_after_s,
-        ping_interval_s=settings.feed_ping_interval_s, ping_timeout_s=settings.feed_ping_timeout_s,
-        backoff_initial_s=settings.feed_backoff_initial_s, backoff_max_s=settings.feed_backoff_max_s,
+        stale_after_s=settings.feed_stale_after_s,
+        rotate_after_s=settings.feed_rotate_after_s,
+        ping_interval_s=settings.feed_ping_interval_s,
+        ping_timeout_s=settings.feed_ping_timeout_s,
+        backoff_initial_s=settings.feed_backoff_initial_s,
+        backoff_max_s=settings.feed_backoff_max_s,
         max_message_bytes=settings.feed_max_message_bytes,
     )
 
@@ -33,8 +36,16 @@ def build_connectors(settings: FeedSettings, sink: Sink) -> list[Connector]:
     for exchange in settings.exchanges():
         natives = [inst.native for inst in settings.symbols(exchange)]
         for index, start in enumerate(range(0, len(natives), size)):
-            connectors.append(Connector(exchange, f"{exchange}-{index}", settings.url(exchange),
-                                        natives[start:start + size], sink, options))
+            connectors.append(
+                Connector(
+                    exchange,
+                    f"{exchange}-{index}",
+                    settings.url(exchange),
+                    natives[start : start + size],
+                    sink,
+                    options,
+                )
+            )
     return connectors
 
 
@@ -55,8 +66,11 @@ async def run_until_signalled(connectors: list[Connector], service: str = "feed"
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(c.run(), name=c.slot) for c in connectors]
     UP.labels(service).set(1)
-    log.info("running %d connection slot(s): %s", len(connectors),
-             ", ".join(f"{c.slot}({len(c.natives)})" for c in connectors))
+    log.info(
+        "running %d connection slot(s): %s",
+        len(connectors),
+        ", ".join(f"{c.slot}({len(c.natives)})" for c in connectors),
+    )
     try:
         await stop.wait()
     finally:

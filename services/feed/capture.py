@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import orjson
+
 from services.common.instruments import EXCHANGES
 from services.common.raw import KIND_FRAME, KIND_MARKER
 from services.feed.records import RawRecord
@@ -30,16 +32,21 @@ def open_capture(path: Path | str, mode: str) -> IO[str]:
         # mtime=0: the same frames give the same bytes (the demo capture is reproducible).
         if "w" in mode:
             raw = open(path, mode.replace("t", "") + "b")  # noqa: SIM115 - wrapped below
-            return io.TextIOWrapper(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=""),
-                                    encoding="utf-8", newline="\n")
+            return io.TextIOWrapper(
+                gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename=""), encoding="utf-8", newline="\n"
+            )
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="\n")
     return open(path, mode, encoding="utf-8", newline="\n")
 
 
 def encode_line(record: RawRecord) -> str:
-    line: dict[str, object] = {"exchange": record.exchange, "received_at": record.received_at_ns,
-                               "frame": record.value.decode(), "connection_id": record.connection_id,
-                               "seq": record.seq}
+    line: dict[str, object] = {
+        "exchange": record.exchange,
+        "received_at": record.received_at_ns,
+        "frame": record.value.decode(),
+        "connection_id": record.connection_id,
+        "seq": record.seq,
+    }
     if record.kind != KIND_FRAME:
         line["kind"] = record.kind
     return json.dumps(line, ensure_ascii=False) + "\n"
@@ -48,8 +55,8 @@ def encode_line(record: RawRecord) -> str:
 def decode_line(line: str, counters: dict[str, int] | None = None) -> RawRecord:
     """A capture line as the raw record live would have published (ids derived when absent)."""
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
+        data = orjson.loads(line)  # the frame is a JSON string, so no number is ever a float here
+    except orjson.JSONDecodeError as exc:
         raise CaptureError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise CaptureError("a capture line must be a JSON object")

@@ -100,10 +100,13 @@ class Connector:
             reason = "closed"
             try:
                 async with websockets.connect(
-                    self.url, max_size=self.options.max_message_bytes,
+                    self.url,
+                    max_size=self.options.max_message_bytes,
                     open_timeout=self.options.open_timeout_s,
-                    ping_interval=self.options.ping_interval_s, ping_timeout=self.options.ping_timeout_s,
-                    close_timeout=2, max_queue=64,
+                    ping_interval=self.options.ping_interval_s,
+                    ping_timeout=self.options.ping_timeout_s,
+                    close_timeout=2,
+                    max_queue=64,
                 ) as ws:
                     self._ws, self._close_reason = ws, ""
                     for message in self.protocol.subscribe_messages(self.natives):
@@ -112,8 +115,13 @@ class Connector:
                     self.connection_id = connection_id
                     self.connections += 1
                     self._set_state("subscribed")
-                    log.info("%s connected as %s (%d symbols) to %s", self.slot, connection_id,
-                             len(self.natives), self.url)
+                    log.info(
+                        "%s connected as %s (%d symbols) to %s",
+                        self.slot,
+                        connection_id,
+                        len(self.natives),
+                        self.url,
+                    )
                     if lost is not None:
                         await self._publish_marker(lost, connection_id, opened_ns)
                         lost = None
@@ -175,8 +183,15 @@ class Connector:
                 self._bytes.inc(len(data))
                 if len(data) > MAX_FRAME_BYTES:
                     metrics.OVERSIZED.labels(exchange).inc()
-                    log.error("%s: frame seq %d of %s is %d bytes (> %d): counted, not published: %.200s",
-                              self.slot, seq, connection_id, len(data), MAX_FRAME_BYTES, message)
+                    log.error(
+                        "%s: frame seq %d of %s is %d bytes (> %d): counted, not published: %.200s",
+                        self.slot,
+                        seq,
+                        connection_id,
+                        len(data),
+                        MAX_FRAME_BYTES,
+                        message,
+                    )
                     continue
                 trades = count_trades(data)
                 if trades:
@@ -222,11 +237,18 @@ class Connector:
             asyncio.get_running_loop().create_task(ws.close())
 
     async def _publish_marker(self, lost: _Lost, connection_id: str, down_to_ns: int) -> None:
-        marker = DisconnectMarker(exchange=self.exchange, connection_id=lost.connection_id,
-                                  new_connection_id=connection_id, down_from_ns=lost.down_from_ns,
-                                  down_to_ns=down_to_ns, reason=lost.reason, symbols=tuple(self.natives))
-        await self.sink.publish(RawRecord(self.exchange, marker.encode(), down_to_ns, connection_id, 0,
-                                          kind=KIND_MARKER))
+        marker = DisconnectMarker(
+            exchange=self.exchange,
+            connection_id=lost.connection_id,
+            new_connection_id=connection_id,
+            down_from_ns=lost.down_from_ns,
+            down_to_ns=down_to_ns,
+            reason=lost.reason,
+            symbols=tuple(self.natives),
+        )
+        await self.sink.publish(
+            RawRecord(self.exchange, marker.encode(), down_to_ns, connection_id, 0, kind=KIND_MARKER)
+        )
         metrics.MARKERS.labels(self.exchange).inc()
 
     def _set_state(self, state: str | None) -> None:

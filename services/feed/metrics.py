@@ -17,21 +17,27 @@ CONNECTION_STATE = Gauge(
 RECONNECTS = Counter("k2_feed_reconnects_total", "Reconnects by reason", ["exchange", "reason"])
 LAST_FRAME_AGE = Gauge("k2_feed_last_frame_age_seconds", "Seconds since the last frame", ["exchange", "slot"])
 PRODUCE_LATENCY = Histogram(
-    "k2_feed_produce_latency_seconds", "received_at → Kafka acknowledgement", ["exchange"],
+    "k2_feed_produce_latency_seconds",
+    "received_at → Kafka acknowledgement",
+    ["exchange"],
     buckets=LATENCY_BUCKETS,
 )
 PRODUCED = Counter("k2_feed_records_produced_total", "Records acknowledged by Kafka", ["topic"])
-PRODUCE_ERRORS = Counter("k2_feed_produce_errors_total", "Failed produce attempts (records re-sent)",
-                         ["error"])
+PRODUCE_ERRORS = Counter(
+    "k2_feed_produce_errors_total", "Failed produce attempts (records re-sent)", ["error"]
+)
 BUFFER_DEPTH = Gauge("k2_feed_buffer_frames", "Records buffered and not yet acknowledged by Kafka")
 BACKPRESSURE = Counter(
-    "k2_feed_backpressure_pauses_total", "Times a connection stopped reading because the buffer was full",
+    "k2_feed_backpressure_pauses_total",
+    "Times a connection stopped reading because the buffer was full",
     ["exchange"],
 )
 OVERSIZED = Counter(
-    "k2_feed_oversized_frames_total", "Frames over the raw contract's 1 MiB, counted and not published",
+    "k2_feed_oversized_frames_total",
+    "Frames over the raw contract's 1 MiB, counted and not published",
     ["exchange"],
 )
-BINARY = Counter("k2_feed_binary_frames_total", "Binary frames (not part of any protocol), not published",
-                 ["exchange"])
+BINARY = Counter(
+    "k2_feed_binary_frames_total", "Binary frames (not part of any protocol), not published", ["exchange"]
+)
 MARKERS = Counter("k2_feed_disconnect_markers_total", "Disconnect markers published", ["exchange"])

@@ -13,8 +13,11 @@ LIVE_URLS: dict[str, str] = {
     "coinbase": "wss://advanced-trade-ws.coinbase.com",
 }
 # Paths of each protocol on the local simulator.
-SIMULATOR_PATHS: dict[str, str] = {"binance": "/binance/stream", "kraken": "/kraken/v2",
-                                   "coinbase": "/coinbase"}
+SIMULATOR_PATHS: dict[str, str] = {
+    "binance": "/binance/stream",
+    "kraken": "/kraken/v2",
+    "coinbase": "/coinbase",
+}
 
 
 class FeedSettings(K2Settings):

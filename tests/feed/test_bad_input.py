@@ -15,12 +15,19 @@ from tests.kafka_helpers import read_topic, wait_for
 
 
 async def test_garbage_and_oversized_frames_are_counted_and_the_connector_carries_on(
-        topics: str, sim: Simulator) -> None:
+    topics: str, sim: Simulator
+) -> None:
     oversized_before = metrics.OVERSIZED.labels("binance")._value.get()
     publisher = KafkaPublisher(topics)
     await publisher.start()
-    connector = Connector("binance", "binance-bad", sim_url(sim, "binance"), ["BTCUSDT"], publisher,
-                          ConnectorOptions(max_message_bytes=3 * 1024 * 1024, backoff_initial_s=0.05))
+    connector = Connector(
+        "binance",
+        "binance-bad",
+        sim_url(sim, "binance"),
+        ["BTCUSDT"],
+        publisher,
+        ConnectorOptions(max_message_bytes=3 * 1024 * 1024, backoff_initial_s=0.05),
+    )
     task = asyncio.create_task(connector.run())
     try:
         await wait_for(lambda: connector._last_frame_ns > 0, message="a first frame")
@@ -28,11 +35,15 @@ async def test_garbage_and_oversized_frames_are_counted_and_the_connector_carrie
         await control(sim, "malformed", exchange="binance", count=4)
         await control(sim, "duplicate", exchange="binance", count=2)
         await control(sim, "oversize", exchange="binance", bytes=1024 * 1024 + 10)
-        await wait_for(lambda: metrics.OVERSIZED.labels("binance")._value.get() == oversized_before + 1,
-                       message="the 1 MiB+ frame to be counted")
+        await wait_for(
+            lambda: metrics.OVERSIZED.labels("binance")._value.get() == oversized_before + 1,
+            message="the 1 MiB+ frame to be counted",
+        )
         sent_before = len(sim.history["binance"][0].sent or [])
-        await wait_for(lambda: len(sim.history["binance"][0].sent or []) > sent_before + 5,
-                       message="more trades after the bad frames")
+        await wait_for(
+            lambda: len(sim.history["binance"][0].sent or []) > sent_before + 5,
+            message="more trades after the bad frames",
+        )
         assert connector.connections == 1 and connector.connection_id == first and not task.done()
         # A frame over the socket limit closes that connection; the connector reconnects.
         await control(sim, "oversize", exchange="binance", bytes=4 * 1024 * 1024)

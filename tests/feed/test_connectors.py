@@ -15,8 +15,11 @@ from services.feed.simulator.server import Simulator
 from tests.feed.conftest import sim_url
 from tests.kafka_helpers import read_topic, wait_for
 
-SYMBOLS = {"binance": ["BTCUSDT", "ETHUSDT"], "kraken": ["BTC/USD", "ETH/USD"],
-           "coinbase": ["BTC-USD", "ETH-USD"]}
+SYMBOLS = {
+    "binance": ["BTCUSDT", "ETHUSDT"],
+    "kraken": ["BTC/USD", "ETH/USD"],
+    "coinbase": ["BTC-USD", "ETH-USD"],
+}
 EXPECTED_SUBSCRIBE = {
     "binance": [],  # the combined-stream URL carries the subscription
     "kraken": ['{"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD", "ETH/USD"]}}'],
@@ -25,22 +28,34 @@ EXPECTED_SUBSCRIBE = {
         '{"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "heartbeats"}',
     ],
 }
-EXPECTED_PATH = {"binance": "/binance/stream?streams=btcusdt@trade/ethusdt@trade", "kraken": "/kraken/v2",
-                 "coinbase": "/coinbase"}
+EXPECTED_PATH = {
+    "binance": "/binance/stream?streams=btcusdt@trade/ethusdt@trade",
+    "kraken": "/kraken/v2",
+    "coinbase": "/coinbase",
+}
 
 
 @pytest.mark.parametrize("exchange", ["binance", "kraken", "coinbase"])
 async def test_connector_subscribes_and_publishes_every_frame_in_order(
-        topics: str, sim: Simulator, exchange: str) -> None:
+    topics: str, sim: Simulator, exchange: str
+) -> None:
     started_ns = time.time_ns()
     publisher = KafkaPublisher(topics)
     await publisher.start()
-    connector = Connector(exchange, f"{exchange}-test", sim_url(sim, exchange), SYMBOLS[exchange], publisher,
-                          ConnectorOptions(stale_after_s=10))
+    connector = Connector(
+        exchange,
+        f"{exchange}-test",
+        sim_url(sim, exchange),
+        SYMBOLS[exchange],
+        publisher,
+        ConnectorOptions(stale_after_s=10),
+    )
     task = asyncio.create_task(connector.run())
     try:
-        await wait_for(lambda: sim.history[exchange] and len(sim.history[exchange][0].sent or []) >= 25,
-                       message=f"25 {exchange} frames from the simulator")
+        await wait_for(
+            lambda: sim.history[exchange] and len(sim.history[exchange][0].sent or []) >= 25,
+            message=f"25 {exchange} frames from the simulator",
+        )
         await wait_for(lambda: publisher.acked >= 20, message="20 frames acknowledged by Kafka")
     finally:
         connector.stop()
@@ -54,8 +69,10 @@ async def test_connector_subscribes_and_publishes_every_frame_in_order(
     assert server_side[0].received == EXPECTED_SUBSCRIBE[exchange]
 
     key = connector.connection_id.encode()
-    assert connector.connection_id.startswith(f"{exchange}-") and len(connector.connection_id) == \
-        len(exchange) + 13
+    assert (
+        connector.connection_id.startswith(f"{exchange}-")
+        and len(connector.connection_id) == len(exchange) + 13
+    )
     mine = [r for r in await read_topic(topics, RAW_TOPICS[exchange]) if r.key == key]
     sent = server_side[0].sent or []
     assert len(mine) >= 20

@@ -25,8 +25,11 @@ async def _collect(ws, until, limit: int = 5000) -> list[str]:
 
 async def test_coinbase_sequence_numbers_are_continuous_across_channels(sim: Simulator) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{sim.port}/coinbase") as ws:
-        await ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"],
-                                  "channel": "market_trades"}))
+        await ws.send(
+            json.dumps(
+                {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channel": "market_trades"}
+            )
+        )
         await ws.send(json.dumps({"type": "subscribe", "channel": "heartbeats"}))
 
         def enough(frames: list[str]) -> bool:
@@ -45,8 +48,11 @@ async def test_coinbase_sequence_numbers_are_continuous_across_channels(sim: Sim
 async def test_kraken_status_acks_heartbeats_and_exact_trades(sim: Simulator) -> None:
     instruments = default_instruments()
     async with websockets.connect(f"ws://127.0.0.1:{sim.port}/kraken/v2") as ws:
-        await ws.send(json.dumps({"method": "subscribe",
-                                  "params": {"channel": "trade", "symbol": ["BTC/USD", "NOPE/USD"]}}))
+        await ws.send(
+            json.dumps(
+                {"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD", "NOPE/USD"]}}
+            )
+        )
 
         def enough(frames: list[str]) -> bool:
             return '{"channel":"heartbeat"}' in frames and sum('"type":"update"' in f for f in frames) >= 5
@@ -55,11 +61,15 @@ async def test_kraken_status_acks_heartbeats_and_exact_trades(sim: Simulator) ->
     frames = [json.loads(f, parse_float=Decimal) for f in raw]
     assert frames[0]["channel"] == "status" and frames[0]["data"][0]["system"] == "online"
     acks = [f for f in frames if f.get("method") == "subscribe"]
-    assert [(a["success"], a.get("result", {}).get("symbol", a.get("symbol"))) for a in acks] == \
-        [(True, "BTC/USD"), (False, "NOPE/USD")]
+    assert [(a["success"], a.get("result", {}).get("symbol", a.get("symbol"))) for a in acks] == [
+        (True, "BTC/USD"),
+        (False, "NOPE/USD"),
+    ]
     trades = [t for f in frames if f.get("channel") == "trade" for t in f["data"]]
-    tick, step = instruments.require("kraken", "BTC/USD").price_tick, \
-        instruments.require("kraken", "BTC/USD").qty_step
+    tick, step = (
+        instruments.require("kraken", "BTC/USD").price_tick,
+        instruments.require("kraken", "BTC/USD").qty_step,
+    )
     for trade in trades:
         assert trade["symbol"] == "BTC/USD" and trade["side"] in ("buy", "sell")
         assert isinstance(trade["price"], Decimal | int) and Decimal(trade["price"]) % tick == 0
@@ -83,13 +93,17 @@ async def test_serving_a_capture_retimes_it_to_now() -> None:
     await simulator.start("127.0.0.1", 0)
     try:
         async with websockets.connect(
-                f"ws://127.0.0.1:{simulator.port}/binance/stream?streams=btcusdt@trade") as ws:
+            f"ws://127.0.0.1:{simulator.port}/binance/stream?streams=btcusdt@trade"
+        ) as ws:
             frame = json.loads(await asyncio.wait_for(ws.recv(), 30))
         async with websockets.connect(f"ws://127.0.0.1:{simulator.port}/coinbase") as ws:
-            await ws.send(json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"],
-                                      "channel": "market_trades"}))
-            envelopes = [json.loads(f) for f in await _collect(
-                ws, lambda frames: sum('"market_trades"' in f for f in frames) >= 4)]
+            await ws.send(
+                json.dumps({"type": "subscribe", "product_ids": ["BTC-USD"], "channel": "market_trades"})
+            )
+            envelopes = [
+                json.loads(f)
+                for f in await _collect(ws, lambda frames: sum('"market_trades"' in f for f in frames) >= 4)
+            ]
     finally:
         await simulator.stop()
     now_ms = time.time() * 1000
@@ -99,9 +113,11 @@ async def test_serving_a_capture_retimes_it_to_now() -> None:
 
 
 def test_retime_moves_every_timestamp_and_keeps_every_other_byte() -> None:
-    frame = ('{"channel":"market_trades","client_id":"","timestamp":"2026-11-19T12:00:00.123456789Z",'
-             '"sequence_num":5,"events":[{"type":"update","trades":[{"trade_id":"9","price":"1.10",'
-             '"time":"2026-11-19T12:00:00.5Z"}]}]}')
+    frame = (
+        '{"channel":"market_trades","client_id":"","timestamp":"2026-11-19T12:00:00.123456789Z",'
+        '"sequence_num":5,"events":[{"type":"update","trades":[{"trade_id":"9","price":"1.10",'
+        '"time":"2026-11-19T12:00:00.5Z"}]}]}'
+    )
     shifted = wire.retime(frame, 86_400_000_000_000 + 999)  # one day (and sub-ms noise, dropped)
     assert shifted == frame.replace("2026-11-19", "2026-11-20")
     binance = '{"e":"trade","E":1795089600001,"T":1795089600000,"p":"1.00000000"}'

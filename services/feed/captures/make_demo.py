@@ -40,8 +40,11 @@ TICK_NS = 10_000_000
 RATE = 6.0  # trades per second per exchange, before bursts
 # Kraken and Coinbase batch trades into a frame every 100 / 250 ms (several trades, several products).
 BATCH_TICKS = {"binance": 1, "kraken": 10, "coinbase": 25}
-SYMBOLS = {"binance": ["BTCUSDT", "ETHUSDT", "SOLUSDT"], "kraken": ["BTC/USD", "ETH/USD", "SOL/USD"],
-           "coinbase": ["BTC-USD", "ETH-USD", "SOL-USD"]}
+SYMBOLS = {
+    "binance": ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+    "kraken": ["BTC/USD", "ETH/USD", "SOL/USD"],
+    "coinbase": ["BTC-USD", "ETH-USD", "SOL-USD"],
+}
 MALFORMED_AT_S, DUPLICATE_AT_S, KRAKEN_DROP_AT_S, KRAKEN_DOWN_S = 60, 90, 120, 3
 
 
@@ -58,8 +61,10 @@ class DemoBuilder:
     def __init__(self) -> None:
         self.rng = random.Random(SEED)
         instruments = default_instruments()
-        self.markets = {ex: SyntheticMarket([instruments.require(ex, n) for n in natives], SEED + i)
-                        for i, (ex, natives) in enumerate(SYMBOLS.items())}
+        self.markets = {
+            ex: SyntheticMarket([instruments.require(ex, n) for n in natives], SEED + i)
+            for i, (ex, natives) in enumerate(SYMBOLS.items())
+        }
         self.recent: dict[str, deque[SimTrade]] = defaultdict(lambda: deque(maxlen=10))
         self.records: list[RawRecord] = []
         self.conns = {ex: _Conn(ex, 1) for ex in SYMBOLS}
@@ -90,12 +95,17 @@ class DemoBuilder:
                 if self.recent[symbol]:
                     self.emit(conn, at_ns, wire.kraken_trades(list(self.recent[symbol]), "snapshot"))
         elif exchange == "coinbase":
-            self.coinbase(conn, at_ns, "subscriptions",
-                          wire.coinbase_subscriptions_events({"market_trades": natives}))
+            self.coinbase(
+                conn, at_ns, "subscriptions", wire.coinbase_subscriptions_events({"market_trades": natives})
+            )
             snapshot = [t for p in natives for t in self.recent[p]]
             self.coinbase(conn, at_ns, "market_trades", wire.coinbase_trades_events(snapshot, "snapshot"))
-            self.coinbase(conn, at_ns, "subscriptions", wire.coinbase_subscriptions_events(
-                {"market_trades": natives, "heartbeats": ["heartbeats"]}))
+            self.coinbase(
+                conn,
+                at_ns,
+                "subscriptions",
+                wire.coinbase_subscriptions_events({"market_trades": natives, "heartbeats": ["heartbeats"]}),
+            )
 
     def trades(self, exchange: str, at_ns: int, dt: float) -> list[SimTrade]:
         market = self.markets[exchange]
@@ -165,8 +175,12 @@ class DemoBuilder:
                     if exchange == "kraken":
                         self.emit(conn, now, wire.KRAKEN_HEARTBEAT)
                     elif exchange == "coinbase":
-                        self.coinbase(conn, now, "heartbeats",
-                                      wire.coinbase_heartbeat_events(now, counter, 3600.0 + counter))
+                        self.coinbase(
+                            conn,
+                            now,
+                            "heartbeats",
+                            wire.coinbase_heartbeat_events(now, counter, 3600.0 + counter),
+                        )
             if elapsed_ns == KRAKEN_DROP_AT_S * 1_000_000_000:
                 kraken_down_until = now + KRAKEN_DOWN_S * 1_000_000_000
                 self.kraken_lost = (self.conns["kraken"].id, self.conns["kraken"].last_ns)
@@ -177,8 +191,9 @@ class DemoBuilder:
         lost_id, last_ns = self.kraken_lost
         conn = self.conns["kraken"] = _Conn("kraken", 2)
         conn.last_ns = now
-        marker = DisconnectMarker("kraken", lost_id, conn.id, last_ns, now, "closed_abnormal",
-                                  tuple(SYMBOLS["kraken"]))
+        marker = DisconnectMarker(
+            "kraken", lost_id, conn.id, last_ns, now, "closed_abnormal", tuple(SYMBOLS["kraken"])
+        )
         self.records.append(RawRecord("kraken", marker.encode(), now, conn.id, 0, KIND_MARKER))
         self.handshake("kraken", now)
 

@@ -16,8 +16,14 @@ log = logging.getLogger("services.feed.simulator")
 
 
 async def serve_forever(settings: FeedSettings, args: argparse.Namespace) -> None:
-    sim = Simulator(settings.instruments(), seed=args.seed, rate=args.rate, capture=args.capture or None,
-                    speed=args.speed, bursts=not args.no_bursts)
+    sim = Simulator(
+        settings.instruments(),
+        seed=args.seed,
+        rate=args.rate,
+        capture=args.capture or None,
+        speed=args.speed,
+        bursts=not args.no_bursts,
+    )
     await sim.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -32,11 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.feed.simulator")
     parser.add_argument("--host", default=settings.feed_simulator_host)
     parser.add_argument("--port", type=int, default=settings.feed_simulator_port)
-    parser.add_argument("--capture", default=settings.feed_simulator_capture,
-                        help="serve this capture file (re-timed to now) instead of a synthetic market")
+    parser.add_argument(
+        "--capture",
+        default=settings.feed_simulator_capture,
+        help="serve this capture file (re-timed to now) instead of a synthetic market",
+    )
     parser.add_argument("--speed", type=float, default=1.0, help="capture pace factor")
-    parser.add_argument("--rate", type=float, default=settings.feed_simulator_rate,
-                        help="synthetic trades per second per exchange")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=settings.feed_simulator_rate,
+        help="synthetic trades per second per exchange",
+    )
     parser.add_argument("--seed", type=int, default=settings.feed_simulator_seed)
     parser.add_argument("--no-bursts", action="store_true", help="a steady rate (for benchmarks)")
     args = parser.parse_args(argv)

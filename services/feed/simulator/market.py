@@ -67,7 +67,15 @@ class SyntheticMarket:
             lots = 1 + min(walk.lots_max, int(rng.expovariate(3.0 / walk.lots_max)))
             inst = walk.inst
             walk.next_id += 1
-            out.append(SimTrade(inst.native, walk.ticks * inst.price_tick, lots * inst.qty_step,
-                                rng.random() < 0.5, walk.next_id, now_ns))
+            out.append(
+                SimTrade(
+                    inst.native,
+                    walk.ticks * inst.price_tick,
+                    lots * inst.qty_step,
+                    rng.random() < 0.5,
+                    walk.next_id,
+                    now_ns,
+                )
+            )
             now_ns += 1000  # a microsecond apart: distinct, ordered timestamps
         return out

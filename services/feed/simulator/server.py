@@ -89,7 +89,12 @@ class Hub:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            dt, last = now - last, now
+            # At most 4 ticks' worth at once: an overloaded simulator trades slower instead of
+            # spiralling into ever larger catch-up batches (measured rates stay honest).
+            dt, last = min(now - last, 4 * tick), now
+            if not self.connections:
+                carry = 0.0
+                continue
             expected = self.rate * dt * market.rate_factor(dt) + carry
             count = int(expected)
             carry = expected - count
@@ -101,8 +106,9 @@ class Hub:
                 self.recent[trade.native].append(trade)
             self.broadcast(("trades", trades))
 
-    async def run_capture(self, frames: list[tuple[int, str]], start_mono: float, first_ns: int,
-                          shift_ns: int, speed: float) -> None:
+    async def run_capture(
+        self, frames: list[tuple[int, str]], start_mono: float, first_ns: int, shift_ns: int, speed: float
+    ) -> None:
         for received_at, text in frames:
             due = start_mono + (received_at - first_ns) / 1e9 / speed
             delay = due - time.monotonic()
@@ -113,9 +119,16 @@ class Hub:
 
 
 class Simulator:
-    def __init__(self, instruments: Iterable[Instrument], seed: int = 7, rate: float = 20.0,
-                 capture: str | None = None, speed: float = 1.0, keep_sent: bool = False,
-                 bursts: bool = True) -> None:
+    def __init__(
+        self,
+        instruments: Iterable[Instrument],
+        seed: int = 7,
+        rate: float = 20.0,
+        capture: str | None = None,
+        speed: float = 1.0,
+        keep_sent: bool = False,
+        bursts: bool = True,
+    ) -> None:
         by_exchange: dict[str, list[Instrument]] = defaultdict(list)
         for inst in instruments:
             by_exchange[inst.exchange].append(inst)
@@ -132,19 +145,32 @@ class Simulator:
     # -- life ------------------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        self._server = await serve(self._handle, host, port, process_request=self._process_request,
-                                   max_size=1024 * 1024, ping_interval=20, ping_timeout=20, compression=None)
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            max_size=1024 * 1024,
+            ping_interval=20,
+            ping_timeout=20,
+            compression=None,
+        )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         if self.capture:
             self._start_capture(self.capture)
         else:
             for index, hub in enumerate(self.hubs.values()):
-                market = SyntheticMarket(list(hub.instruments.values()), self.seed * 1000 + index,
-                                         self.bursts)
+                market = SyntheticMarket(
+                    list(hub.instruments.values()), self.seed * 1000 + index, self.bursts
+                )
                 tick = {"binance": 0.01, "kraken": 0.05, "coinbase": 0.1}[hub.exchange]  # batching
                 self._tasks.append(asyncio.create_task(hub.run_synthetic(market, self.rate, tick)))
-        log.info("simulator on ws://%s:%d (%s)", host, self.port,
-                 f"capture {self.capture}" if self.capture else f"synthetic, {self.rate}/s per exchange")
+        log.info(
+            "simulator on ws://%s:%d (%s)",
+            host,
+            self.port,
+            f"capture {self.capture}" if self.capture else f"synthetic, {self.rate}/s per exchange",
+        )
         return self.port
 
     def _start_capture(self, path: str) -> None:
@@ -161,8 +187,11 @@ class Simulator:
             return
         start_mono, shift_ns = time.monotonic(), time.time_ns() - first_ns
         for exchange, items in frames.items():
-            self._tasks.append(asyncio.create_task(
-                self.hubs[exchange].run_capture(items, start_mono, first_ns, shift_ns, self.speed)))
+            self._tasks.append(
+                asyncio.create_task(
+                    self.hubs[exchange].run_capture(items, start_mono, first_ns, shift_ns, self.speed)
+                )
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -207,10 +236,20 @@ class Simulator:
                 raise ValueError(f"unknown exchange {exchange!r}")
         conns = [conn for ex in exchanges for conn in self.hubs[ex].connections]
         if command == "state":
-            return {"connections": [{"exchange": c.exchange, "path": c.path, "symbols": sorted(c.symbols),
-                                     "received": c.received, "sent_frames": c.sent_frames,
-                                     "sequence": c.sequence} for c in conns],
-                    "trades_made": {ex: hub.trades_made for ex, hub in self.hubs.items()}}
+            return {
+                "connections": [
+                    {
+                        "exchange": c.exchange,
+                        "path": c.path,
+                        "symbols": sorted(c.symbols),
+                        "received": c.received,
+                        "sent_frames": c.sent_frames,
+                        "sequence": c.sequence,
+                    }
+                    for c in conns
+                ],
+                "trades_made": {ex: hub.trades_made for ex, hub in self.hubs.items()},
+            }
         for exchange in exchanges:
             metrics.FAULTS.labels(command, exchange).inc()
         if command == "disconnect":
@@ -251,8 +290,13 @@ class Simulator:
             await ws.close(1008, "unknown path")
             return
         hub = self.hubs[exchange]
-        conn = SimConnection(ws, exchange, ws.request.path, combined=not parts.path.endswith("/ws"),
-                             sent=[] if self.keep_sent else None)
+        conn = SimConnection(
+            ws,
+            exchange,
+            ws.request.path,
+            combined=not parts.path.endswith("/ws"),
+            sent=[] if self.keep_sent else None,
+        )
         self.history[exchange].append(conn)
         if exchange == "binance":
             streams = parse_qs(parts.query).get("streams", [""])[-1]
@@ -307,8 +351,12 @@ class Simulator:
                 conn.offer(("text", json.dumps({"result": listing, "id": request.get("id")})))
                 return
             else:
-                conn.offer(("text", json.dumps({"error": {"code": 2, "msg": "Invalid request"},
-                                                "id": request.get("id")})))
+                conn.offer(
+                    (
+                        "text",
+                        json.dumps({"error": {"code": 2, "msg": "Invalid request"}, "id": request.get("id")}),
+                    )
+                )
                 return
             conn.offer(("text", wire.binance_ack(request.get("id"))))
         elif conn.exchange == "kraken":
@@ -326,9 +374,20 @@ class Simulator:
             return
         params = request.get("params") or {}
         if method != "subscribe" or params.get("channel") != "trade":
-            conn.offer(("text", json.dumps({"error": "Unsupported request", "method": method,
-                                            "success": False, "time_in": wire.rfc3339(now),
-                                            "time_out": wire.rfc3339(time.time_ns())})))
+            conn.offer(
+                (
+                    "text",
+                    json.dumps(
+                        {
+                            "error": "Unsupported request",
+                            "method": method,
+                            "success": False,
+                            "time_in": wire.rfc3339(now),
+                            "time_out": wire.rfc3339(time.time_ns()),
+                        }
+                    ),
+                )
+            )
             return
         for symbol in params.get("symbol") or []:
             ok = symbol in hub.instruments
@@ -374,8 +433,9 @@ class Simulator:
             if conn.exchange == "kraken":
                 conn.offer(("text", wire.KRAKEN_HEARTBEAT))
             else:
-                events = wire.coinbase_heartbeat_events(time.time_ns(), counter,
-                                                        time.monotonic() - self.started_mono)
+                events = wire.coinbase_heartbeat_events(
+                    time.time_ns(), counter, time.monotonic() - self.started_mono
+                )
                 conn.offer(("cb", "heartbeats", events))
 
     # -- rendering and sending -------------------------------------------------------------------
@@ -411,7 +471,7 @@ class Simulator:
             return [wire.kraken_trades(group) for group in by_symbol.values()], len(trades), True
         frames = []
         for start in range(0, len(trades), 500):
-            events = wire.coinbase_trades_events(trades[start:start + 500])
+            events = wire.coinbase_trades_events(trades[start : start + 500])
             frames.append(wire.coinbase_envelope("market_trades", conn.sequence, time.time_ns(), events))
             conn.sequence += 1
         return frames, len(trades), True
@@ -467,11 +527,22 @@ def malformed_frames(exchange: str, count: int) -> list[str]:
         "coinbase": [
             "\x00\x01 garbage",
             '{"channel":"market_trades","client_id":"","timestamp":"',
-            wire.coinbase_envelope("market_trades", 0, now, wire.coinbase_trades_events(
-                [SimTrade("BTC-USD", Decimal("1"), Decimal("0"), True, 1, now)]).replace('"size":"0"',
-                                                                                       '"size":"zero"')),
-            wire.coinbase_envelope("market_trades", 0, now, wire.coinbase_trades_events(
-                [bad_trade]).replace('"product_id":"BTCUSDT"', '"product_id":"NOPE-USD"')),
+            wire.coinbase_envelope(
+                "market_trades",
+                0,
+                now,
+                wire.coinbase_trades_events(
+                    [SimTrade("BTC-USD", Decimal("1"), Decimal("0"), True, 1, now)]
+                ).replace('"size":"0"', '"size":"zero"'),
+            ),
+            wire.coinbase_envelope(
+                "market_trades",
+                0,
+                now,
+                wire.coinbase_trades_events([bad_trade]).replace(
+                    '"product_id":"BTCUSDT"', '"product_id":"NOPE-USD"'
+                ),
+            ),
         ],
     }[exchange]
     return [kinds[i % len(kinds)] for i in range(count)]

@@ -32,11 +32,14 @@ def number(value: Decimal) -> str:
 
 # -- Binance ---------------------------------------------------------------------------------------
 
+
 def binance_trade(trade: SimTrade, combined: bool = True) -> str:
     ms = trade.ts_ns // 1_000_000
-    data = (f'{{"e":"trade","E":{ms + 1},"s":"{trade.native}","t":{trade.trade_id},'
-            f'"p":"{trade.price:.8f}","q":"{trade.qty:.8f}","T":{ms},'
-            f'"m":{"false" if trade.taker_buy else "true"},"M":true}}')
+    data = (
+        f'{{"e":"trade","E":{ms + 1},"s":"{trade.native}","t":{trade.trade_id},'
+        f'"p":"{trade.price:.8f}","q":"{trade.qty:.8f}","T":{ms},'
+        f'"m":{"false" if trade.taker_buy else "true"},"M":true}}'
+    )
     if not combined:
         return data
     return f'{{"stream":"{trade.native.lower()}@trade","data":{data}}}'
@@ -48,9 +51,12 @@ def binance_ack(request_id: object) -> str:
 
 # -- Kraken ----------------------------------------------------------------------------------------
 
+
 def kraken_status(connection_id: int) -> str:
-    return ('{"channel":"status","type":"update","data":[{"version":"2.0.10","system":"online",'
-            f'"api_version":"v2","connection_id":{connection_id}}}]}}')
+    return (
+        '{"channel":"status","type":"update","data":[{"version":"2.0.10","system":"online",'
+        f'"api_version":"v2","connection_id":{connection_id}}}]}}'
+    )
 
 
 KRAKEN_HEARTBEAT = '{"channel":"heartbeat"}'
@@ -58,12 +64,18 @@ KRAKEN_HEARTBEAT = '{"channel":"heartbeat"}'
 
 def kraken_ack(symbol: str, ok: bool, time_in: int, time_out: int, req_id: object = None) -> str:
     if ok:
-        body: dict[str, object] = {"method": "subscribe",
-                                   "result": {"channel": "trade", "snapshot": True, "symbol": symbol},
-                                   "success": True}
+        body: dict[str, object] = {
+            "method": "subscribe",
+            "result": {"channel": "trade", "snapshot": True, "symbol": symbol},
+            "success": True,
+        }
     else:
-        body = {"error": f"Currency pair not supported {symbol}", "method": "subscribe", "success": False,
-                "symbol": symbol}
+        body = {
+            "error": f"Currency pair not supported {symbol}",
+            "method": "subscribe",
+            "success": False,
+            "symbol": symbol,
+        }
     body.update({"time_in": rfc3339(time_in), "time_out": rfc3339(time_out)})
     if req_id is not None:
         body["req_id"] = req_id
@@ -75,15 +87,19 @@ def kraken_trades(trades: list[SimTrade], kind: str = "update") -> str:
         f'{{"symbol":"{t.native}","side":"{"buy" if t.taker_buy else "sell"}","price":{number(t.price)},'
         f'"qty":{number(t.qty)},"ord_type":"{"market" if t.trade_id % 3 else "limit"}",'
         f'"trade_id":{t.trade_id},"timestamp":"{rfc3339(t.ts_ns)}"}}'
-        for t in trades)
+        for t in trades
+    )
     return f'{{"channel":"trade","type":"{kind}","data":[{items}]}}'
 
 
 # -- Coinbase --------------------------------------------------------------------------------------
 
+
 def coinbase_envelope(channel: str, sequence_num: int, now_ns: int, events: str) -> str:
-    return (f'{{"channel":"{channel}","client_id":"","timestamp":"{rfc3339(now_ns, 9)}",'
-            f'"sequence_num":{sequence_num},"events":{events}}}')
+    return (
+        f'{{"channel":"{channel}","client_id":"","timestamp":"{rfc3339(now_ns, 9)}",'
+        f'"sequence_num":{sequence_num},"events":{events}}}'
+    )
 
 
 def coinbase_trades_events(trades: list[SimTrade], kind: str = "update") -> str:
@@ -91,7 +107,8 @@ def coinbase_trades_events(trades: list[SimTrade], kind: str = "update") -> str:
     items = ",".join(
         f'{{"trade_id":"{t.trade_id}","product_id":"{t.native}","price":"{t.price}","size":"{t.qty}",'
         f'"side":"{"SELL" if t.taker_buy else "BUY"}","time":"{rfc3339(t.ts_ns)}"}}'
-        for t in trades)
+        for t in trades
+    )
     return f'[{{"type":"{kind}","trades":[{items}]}}]'
 
 
@@ -102,8 +119,10 @@ def coinbase_subscriptions_events(subscriptions: dict[str, list[str]]) -> str:
 def coinbase_heartbeat_events(now_ns: int, counter: int, uptime_s: float) -> str:
     seconds, frac = divmod(now_ns, 1_000_000_000)
     current = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return (f'[{{"current_time":"{current}.{frac:09d} +0000 UTC m=+{uptime_s:.9f}",'
-            f'"heartbeat_counter":"{counter}"}}]')
+    return (
+        f'[{{"current_time":"{current}.{frac:09d} +0000 UTC m=+{uptime_s:.9f}",'
+        f'"heartbeat_counter":"{counter}"}}]'
+    )
 
 
 # -- re-timing captured frames ---------------------------------------------------------------------
@@ -128,7 +147,7 @@ def _shift_current(match: re.Match[str], shift_ns: int) -> str:
     ns = seconds * 1_000_000_000 + int(frac.ljust(9, "0")[:9]) + shift_ns
     moved_s, moved_frac = divmod(ns, 1_000_000_000)
     text = datetime.fromtimestamp(moved_s, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return f'"current_time":"{text}.{f"{moved_frac:09d}"[:len(frac)]}'
+    return f'"current_time":"{text}.{f"{moved_frac:09d}"[: len(frac)]}'
 
 
 def retime(frame: str, shift_ns: int) -> str:
@@ -151,8 +170,9 @@ def capture_frame_role(exchange: str, frame: str) -> str:
     if exchange == "binance":
         return "control" if head.startswith('{"result"') or head.startswith('{"id"') else "data"
     if exchange == "kraken":
-        if head.startswith(('{"channel":"heartbeat"', '{"channel":"status"', '{"method"')) or \
-                ('"method":"subscribe"' in frame and '"success"' in frame):
+        if head.startswith(('{"channel":"heartbeat"', '{"channel":"status"', '{"method"')) or (
+            '"method":"subscribe"' in frame and '"success"' in frame
+        ):
             return "control"
         return "data"
     if head.startswith(('{"channel":"heartbeats"', '{"channel":"subscriptions"')):
