@@ -26,6 +26,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from services.common.kafka import PRODUCER_DEFAULTS
 from services.common.schemas import SchemaError, Trade
@@ -72,7 +73,6 @@ class Runtime:
         self.partitions: dict[int, PartitionState] = {}
         self.producer: AIOKafkaProducer | None = None
         self._publish_lock = asyncio.Lock()
-        self.touched: list[PartitionState] = []
         self.send_error: BaseException | None = None
         self.changelog_topic = table.changelog_topic.get_topic_name()
 
@@ -117,7 +117,6 @@ class Runtime:
     def apply_batch(self, events: list[Any]) -> None:
         now = time.monotonic()
         assigned = self.assigned()
-        touched: set[int] = set()
         skipped_dup = invalid = 0
         for event in events:
             message = event.message
@@ -137,9 +136,7 @@ class Runtime:
                 continue
             if not state.apply(trade, message.offset, now):
                 skipped_dup += 1
-            touched.add(partition)
         metrics.TRADES_IN.inc(len(events))
-        self.touched = [self.partitions[p] for p in touched if p in self.partitions]
         if skipped_dup:
             metrics.TRADES_SKIPPED.labels("duplicate").inc(skipped_dup)
         if invalid:
@@ -150,9 +147,9 @@ class Runtime:
 
         The changelog records go through our own producer (Faust's send_soon buffer drains one record
         at a time, far too slowly for a batch's state) to the changelog partition = the source
-        partition, which is where Faust's table recovery reads them back. They are not awaited here:
-        `flush_state` — hooked into the flush Faust performs before every offset commit — waits for
-        them, so committed offsets never run ahead of the state.
+        partition, which is where Faust's table recovery reads them back. `flush_state` — hooked into
+        the flush Faust performs before every offset commit and on revocation — calls this and waits
+        for the acknowledgements, so committed offsets never run ahead of the state.
         """
         producer = await self.start_producer()
         topic = self.changelog_topic
@@ -175,7 +172,12 @@ class Runtime:
             self.send_error = future.exception()
 
     async def flush_state(self) -> None:
-        """Wait until every state record sent so far is acknowledged; fail the commit if one was lost."""
+        """Write every partition's owed state and wait until it is acknowledged (before a commit).
+
+        State is written here only — once per commit interval, not per batch — so a candle that
+        changes a thousand times between two commits costs one changelog record.
+        """
+        await self.persist(list(self.partitions.values()))
         if self.producer is not None:
             await self.producer.flush()
         if self.send_error is not None:
@@ -206,7 +208,6 @@ class Runtime:
         await self.publish_finals()
         for state in list(self.partitions.values()):
             state.purge()
-        await self.persist(list(self.partitions.values()))
         await self.publish_live()
 
     async def publish_finals(self) -> None:
@@ -229,7 +230,6 @@ class Runtime:
                 if revision == 0:
                     metrics.CLOSE_LATENCY.labels(candle.timeframe).observe(
                         max(0.0, now_s - candle.end / 1e6 - self.grace_s))
-            await self.persist(list({item[0].partition: item[0] for item in sent}.values()))
 
     def update_gauges(self) -> None:
         open_total = closed_total = 0
@@ -239,7 +239,7 @@ class Runtime:
             open_total += opened
             closed_total += closed
             try:
-                highwater = consumer.highwater(faust.types.TP(TRADES, state.partition))
+                highwater = consumer.highwater(TP(TRADES, state.partition))
             except Exception:
                 continue
             if highwater is not None:
@@ -287,8 +287,7 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     async def candles(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within):
             started = time.perf_counter()
-            runtime.apply_batch(events)
-            await runtime.persist(runtime.touched)  # flushed before Faust commits the batch's offsets
+            runtime.apply_batch(events)  # its state is written by the flush before the next commit
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             await runtime.publish_live()
 

@@ -124,7 +124,9 @@ async def test_idle_symbol_closes_by_wall_clock(fresh_topics: str, k2_env: dict[
         # the lone trade's 1d window has not ended: no final candle for it, only live updates
         assert not any(k.split(":")[2] == "1d" for k in await final_candles(bootstrap))
         assert any(c.timeframe == "1d" for c in await live_candles(bootstrap))
-        assert metric_value(scrape(url), "k2_ohlcv_watermark_lag_seconds") > 0
+        text = scrape(url)
+        assert metric_value(text, "k2_ohlcv_watermark_lag_seconds") > 0
+        assert "k2_ohlcv_consumer_lag_records{" in text
 
 
 async def test_replay_of_last_week_at_full_speed(fresh_topics: str, k2_env: dict[str, str]) -> None:
