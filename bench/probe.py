@@ -158,7 +158,7 @@ class LatencyProbe:
         fresh = [s for s in table.metadata.snapshots if s.snapshot_id not in self._seen_snapshots]
         for snapshot in sorted(fresh, key=lambda s: s.timestamp_ms):
             self._seen_snapshots.add(snapshot.snapshot_id)
-            text = snapshot.summary[SUMMARY_OFFSETS] if snapshot.summary is not None else None
+            text = _summary_value(snapshot.summary, SUMMARY_OFFSETS)
             if not text:
                 continue
             with contextlib.suppress(ValueError, KeyError):
@@ -185,3 +185,13 @@ class LatencyProbe:
                     else:
                         keep.append((offset, exchange_ts))
                 pending[:] = keep
+
+
+def _summary_value(summary: Any, key: str) -> str | None:
+    """A snapshot-summary property (pyiceberg's Summary answers None for a missing key, a dict raises)."""
+    if summary is None:
+        return None
+    try:
+        return summary[key]
+    except KeyError:
+        return None
