@@ -273,7 +273,7 @@ def run(quick: bool, steps: list[float] | None, step_s: float | None, peer: bool
     try:
         platform.start()
         result["startup_s"] = round(time.monotonic() - started, 1)
-        result["warmup_s"] = warm_up(platform, timeout=120)
+        result["warmup_s"] = warm_up(platform, timeout=120 if quick else 300)
         probe = LatencyProbe(platform.bootstrap, platform.catalog).start()
         for index, rate in enumerate(steps):
             step = run_step(platform, rate, step_s)
