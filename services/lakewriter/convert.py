@@ -134,6 +134,22 @@ def to_arrow(rows: Sequence[dict[str, Any]], schema: Schema) -> pa.Table:
     not fit (e.g. more than 18 fractional digits) raises pa.ArrowInvalid; see `to_arrow_lenient`.
     """
     target = arrow_schema(schema)
+    text_schema = pa.schema([pa.field(f.name, pa.string(), f.nullable) if pa.types.is_decimal(f.type) else f
+                             for f in target])
+    try:  # fast path (silver): decimals arrive as text; Arrow builds the table from the dicts in C++
+        table = pa.Table.from_pylist(list(rows), schema=text_schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        table = None
+    if table is not None:
+        for index, field in enumerate(target):
+            if pa.types.is_decimal(field.type):
+                text = table.column(index).combine_chunks()
+                if text.null_count == 0 and not pc.all(pc.match_substring_regex(text, _DECIMAL_TEXT)).as_py():
+                    table = None  # not plain decimal text: let Decimal() judge each value below
+                    break
+                table = table.set_column(index, field, text.cast(field.type))
+        if table is not None:
+            return table.cast(target)
     columns: dict[str, pa.Array] = {}
     for field in target:
         values = [row.get(field.name) for row in rows]

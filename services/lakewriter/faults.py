@@ -1,6 +1,6 @@
 """TEST ONLY fault injection: crash (SIGKILL to itself) or pause at named points of the commit path.
 
-`K2_LAKEWRITER_FAULT=before_catalog_commit:0.1,after_catalog_commit:0.1,pause_after_write:0.05`
+`K2_LAKEWRITER_FAULT=before_catalog_commit:0.1,after_catalog_commit:0.1,pause_before_catalog_commit:0.05`
 Points: before_write (rows buffered, nothing written), before_catalog_commit (data files and
 manifests written, catalog not updated), after_catalog_commit (snapshot committed, Kafka offsets
 not), after_kafka_commit. `pause_<point>` sleeps a random 0–2 s instead of crashing.

@@ -109,7 +109,7 @@ class Maintainer:
                 return
             groups: dict[Any, list[Any]] = defaultdict(list)
             for task in table.scan().plan_files():
-                if task.file.file_size_in_bytes < target * 0.75 and not task.delete_files:
+                if task.file.file_size_in_bytes < target / 2 and not task.delete_files:
                     groups[(task.file.spec_id, task.file.partition)].append(task)
             groups = {k: v for k, v in groups.items() if len(v) >= self.settings.lakewriter_compact_min_files}
             if not groups:

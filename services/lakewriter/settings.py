@@ -30,19 +30,21 @@ class LakewriterSettings(K2Settings):
     lakewriter_session_timeout_ms: int = Field(
         10_000, description="Kafka consumer session timeout (how fast a dead replica's partitions move).")
     lakewriter_target_file_mb: int = Field(
-        128, description="Target data file size for writes and compaction (MB, as pyiceberg counts them).")
+        64, description="Target on-disk size of data files written by compaction (MB); files under "
+        "half of it are `small`.")
     lakewriter_compact_min_files: int = Field(
         4, description="Compact a partition when it has at least this many files smaller than the target.")
     lakewriter_expire_keep_days: float = Field(
-        7.0, description="Snapshot expiry keeps every snapshot younger than this many days ...")
+        0.25, description="Snapshot expiry keeps every snapshot younger than this many days (the time-travel "
+        "window; a streaming writer commits every few seconds, so keep it short) ...")
     lakewriter_expire_keep_last: int = Field(
         100, description="... and at least the last this many snapshots.")
     lakewriter_orphan_min_age_hours: float = Field(
         24.0, description="Orphan-file removal only deletes unreferenced files older than this "
         "(safety margin for commits in flight).")
     lakewriter_maintain_interval_seconds: float = Field(
-        3600.0, description="Run maintenance (compact, expire, remove orphans) inside the service "
+        900.0, description="Run maintenance (compact, expire, remove orphans) inside the service "
         "this often; 0 disables it.")
     lakewriter_fault: str = Field(
         "", description="TEST ONLY: crash or pause at named points of the commit path, e.g. "
-        "`before_catalog_commit:0.1,after_catalog_commit:0.1,pause_after_write:0.05`.")
+        "`before_catalog_commit:0.1,after_catalog_commit:0.1,pause_before_catalog_commit:0.05`.")
