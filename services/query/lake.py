@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import duckdb
 from pyiceberg.catalog import Catalog
+from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
 from pyiceberg.conversions import from_bytes
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
@@ -35,6 +36,8 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.common.catalog import open_catalog
 from services.common.tables import NAMESPACE, SILVER_TRADES, TABLES, gold_table
@@ -155,7 +158,16 @@ class Lake:
         """Re-read every table's metadata (blocking; run in a thread) and plan its current snapshot."""
         found: dict[str, Table] = {}
         try:
+            locations = self._metadata_locations()
             for name in TABLES:
+                current = self.table(name)
+                if locations is not None:
+                    location = locations.get(name)
+                    if location is None:
+                        continue
+                    if current is not None and current.metadata_location == location:
+                        found[name] = current  # unchanged: no metadata file to read
+                        continue
                 try:
                     found[name] = self.catalog.load_table(f"{NAMESPACE}.{name}")
                 except NoSuchTableError:
@@ -172,6 +184,17 @@ class Lake:
             snap = table.current_snapshot()
             if snap is not None and name in TIME_COLUMN:
                 self._files(name, table, snap.snapshot_id)
+
+    def _metadata_locations(self) -> dict[str, str] | None:
+        """SQL catalog: every table's metadata location in one query (None for other catalog kinds)."""
+        if not isinstance(self.catalog, SqlCatalog):
+            return None
+        with Session(self.catalog.engine) as session:
+            rows = session.execute(
+                select(IcebergTables.table_name, IcebergTables.metadata_location).where(
+                    IcebergTables.catalog_name == self.catalog.name,
+                    IcebergTables.table_namespace == NAMESPACE)).all()
+        return {name: location for name, location in rows if location}
 
     async def refresh_forever(self) -> None:
         while True:
