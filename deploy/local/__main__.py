@@ -70,7 +70,12 @@ def up(settings: DeploySettings, demo: bool) -> int:
     if demo:
         env["K2_FEED_SOURCE"] = "simulator"
     sup.start(env)
-    pending = wait_healthy(settings, procs, settings.deploy_up_timeout)
+    deadline = time.monotonic() + settings.deploy_up_timeout
+    pending = wait_healthy(settings, [p for p in procs if p.autostart], settings.deploy_up_timeout)
+    for group in sorted({p.service for p in procs if not p.autostart}):
+        sup.start_group(group)
+    late = [p for p in procs if not p.autostart]
+    pending += wait_healthy(settings, late, max(deadline - time.monotonic(), 30), with_prometheus=False)
     print_status(settings, with_lag=False)
     if pending:
         print(f"k2: not healthy after {settings.deploy_up_timeout:.0f}s: {', '.join(pending)}; "
@@ -81,16 +86,17 @@ def up(settings: DeploySettings, demo: bool) -> int:
     return 0
 
 
-def endpoints(settings: DeploySettings, procs: list[Proc]) -> dict[str, str]:
+def endpoints(settings: DeploySettings, procs: list[Proc], with_prometheus: bool = True) -> dict[str, str]:
     urls = {proc.name: proc.metrics_url for proc in procs}
-    if settings.prometheus_port:
+    if settings.prometheus_port and with_prometheus:
         urls["prometheus"] = f"{prometheus.url(settings)}/-/ready"
     return urls
 
 
-def wait_healthy(settings: DeploySettings, procs: list[Proc], timeout: float) -> list[str]:
+def wait_healthy(settings: DeploySettings, procs: list[Proc], timeout: float,
+                 with_prometheus: bool = True) -> list[str]:
     """Wait until every process answers; return the names that still do not."""
-    urls = endpoints(settings, procs)
+    urls = endpoints(settings, procs, with_prometheus)
     deadline = time.monotonic() + timeout
     pending = list(urls)
     while pending and time.monotonic() < deadline:

@@ -27,6 +27,7 @@ class Proc:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     args: tuple[str, ...] = ()
+    autostart: bool = True  # False: started by `up` once every other process is healthy
 
     @property
     def name(self) -> str:
@@ -68,8 +69,11 @@ def build_plan(settings: DeploySettings, demo: bool = False) -> list[Proc]:
         port = metrics_port(settings, "simulator", 0)
         procs.append(Proc("simulator", 0, "services.feed.simulator", port,
                           env={"K2_METRICS_PORT": str(port), "K2_FEED_SIMULATOR_METRICS_PORT": str(port),
-                               **simulator_server_env(sim_port, demo)},
-                          args=("--speed", str(settings.deploy_demo_speed)) if demo else ()))
+                               **simulator_server_env(sim_port, demo, settings.deploy_demo_capture)},
+                          args=("--speed", str(settings.deploy_demo_speed)) if demo else (),
+                          # A capture plays from the simulator's start, whether a feed listens or not:
+                          # in demo mode it starts last, when the feed is running and retrying.
+                          autostart=not demo))
     for service in SERVICES:
         for replica in range(settings.replicas(service)):
             port = metrics_port(settings, service, replica)
@@ -83,17 +87,17 @@ def build_plan(settings: DeploySettings, demo: bool = False) -> list[Proc]:
     return procs
 
 
-def simulator_server_env(port: int, demo: bool) -> dict[str, str]:
+def simulator_server_env(port: int, demo: bool, capture: str = "") -> dict[str, str]:
     """Environment of the simulator process: where it listens and, in demo mode, which capture it serves."""
     env = {"K2_FEED_SIMULATOR_PORT": str(port), "K2_FEED_SIMULATOR_HOST": "127.0.0.1"}
     if demo:
-        env["K2_FEED_SIMULATOR_CAPTURE"] = str(DEMO_CAPTURE)
+        env["K2_FEED_SIMULATOR_CAPTURE"] = capture or str(DEMO_CAPTURE)
     return env
 
 
 def simulator_client_env(port: int) -> dict[str, str]:
-    """Environment telling the feed where the simulator listens."""
-    return {"K2_FEED_SIMULATOR_URL": f"ws://127.0.0.1:{port}"}
+    """Environment telling the feed where the simulator listens (and to retry it every second at most)."""
+    return {"K2_FEED_SIMULATOR_URL": f"ws://127.0.0.1:{port}", "K2_FEED_BACKOFF_MAX_S": "1"}
 
 
 def query_env(port: int) -> dict[str, str]:

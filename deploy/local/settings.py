@@ -27,6 +27,8 @@ class DeploySettings(K2Settings):
         0, description="WebSocket port of the demo simulator; 0 means deploy_port_base + 99.")
     deploy_demo_speed: float = Field(
         1.0, gt=0, description="Pace of the bundled capture in demo mode (2 = twice as fast as recorded).")
+    deploy_demo_capture: str = Field(
+        "", description="Capture file the simulator serves in demo mode; empty means the bundled one.")
     deploy_up_timeout: float = Field(
         180.0, description="Seconds `up` waits for every process to answer /metrics.")
     prometheus_port: int = Field(9090, description="Port of the local Prometheus (0 = do not start it).")

@@ -70,7 +70,7 @@ class Supervisor:
             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
             "[supervisorctl]", f"serverurl=unix://{sock}", "",
         ]
-        programs = [Program(p.name, p.service, p.command(), p.env, priority=100 + i)
+        programs = [Program(p.name, p.service, p.command(), p.env, priority=100 + i, autostart=p.autostart)
                     for i, p in enumerate(procs)] + list(extra or [])
         groups: dict[str, list[str]] = {}
         for program in programs:
@@ -131,6 +131,14 @@ class Supervisor:
         except OSError:
             return []
 
+    def start_group(self, group: str) -> None:
+        """Start a group's programs (those configured with autostart=false)."""
+        try:
+            self.rpc().supervisor.startProcessGroup(group, True)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString:
+                raise
+
     def shutdown(self, timeout: float = 60.0) -> bool:
         """Stop every program (SIGTERM, then SIGKILL after its stopwaitsecs) and supervisord itself."""
         pid = self.pid()
@@ -159,6 +167,7 @@ class Program:
     env: dict[str, str]
     priority: int = 100
     stopwaitsecs: int = 20
+    autostart: bool = True
 
     def render(self, log_file: Path) -> list[str]:
         env = ",".join(f'{key}="{_escape(value)}"' for key, value in sorted(self.env.items()))
@@ -168,7 +177,7 @@ class Program:
             f"directory={REPO}",
             *([f"environment={env}"] if env else []),
             f"priority={self.priority}",
-            "autostart=true",
+            f"autostart={'true' if self.autostart else 'false'}",
             "autorestart=true",
             "startsecs=1",
             "startretries=1000",
