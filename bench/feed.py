@@ -38,6 +38,12 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def current_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -114,8 +120,10 @@ async def phase_latency(bootstrap: str, url: str, seconds: float) -> dict:
     task = asyncio.create_task(connector.run())
     await asyncio.sleep(5)  # connect, metadata, steady state
     recording = True
+    cpu_before = time.process_time()
     await asyncio.sleep(seconds)
     recording = False
+    cpu = time.process_time() - cpu_before
     connector.stop()
     await task
     await publisher.stop()
@@ -132,10 +140,11 @@ async def phase_latency(bootstrap: str, url: str, seconds: float) -> dict:
         "p999_ms": pct(0.999),
         "max_ms": pct(1.0),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "cpu_share_of_one_core": round(cpu / seconds, 3),
     }
 
 
-async def phase_simulator_client(base: str, seconds: float) -> dict:
+async def phase_simulator_client(base: str, seconds: float, sim_pid: int) -> dict:
     import websockets
 
     from services.common.instruments import default_instruments
@@ -162,8 +171,10 @@ async def phase_simulator_client(base: str, seconds: float) -> dict:
     tasks = [asyncio.create_task(client(exchange)) for exchange in counts]
     await asyncio.sleep(3)
     counting = True
+    sim_cpu, client_cpu = cpu_seconds(sim_pid), time.process_time()
     await asyncio.sleep(seconds)
     counting = False
+    sim_cpu, client_cpu = cpu_seconds(sim_pid) - sim_cpu, time.process_time() - client_cpu
     failed = [repr(task.exception()) for task in tasks if task.done() and task.exception()]
     if failed:
         raise RuntimeError(f"simulator clients failed: {failed}")
@@ -175,6 +186,9 @@ async def phase_simulator_client(base: str, seconds: float) -> dict:
         "trades_per_s": per_s,
         "total_trades_per_s": sum(per_s.values()),
         "client_peak_rss_mb": round(peak_rss_mb(), 1),
+        "simulator_cpu_share": round(sim_cpu / seconds, 3),
+        "client_cpu_share": round(client_cpu / seconds, 3),
+        "trades_per_simulator_cpu_s": round(sum(counts.values()) / max(sim_cpu, 1e-9)),
     }
 
 
@@ -251,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "latency":
             out = asyncio.run(phase_latency(rest[0], rest[1], float(rest[2])))
         else:
-            out = asyncio.run(phase_simulator_client(rest[0], float(rest[1])))
+            out = asyncio.run(phase_simulator_client(rest[0], float(rest[1]), int(rest[2])))
         print(json.dumps(out))
         return 0
 
@@ -281,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             sim = start_simulator(port, args.sim_rate)
             try:
                 print("simulator ...", flush=True)
-                results["simulator"] = run_phase("simulator", f"ws://127.0.0.1:{port}", str(args.seconds / 2))
+                results["simulator"] = run_phase(
+                    "simulator", f"ws://127.0.0.1:{port}", str(args.seconds / 2), str(sim.pid)
+                )
                 results["simulator"]["simulator_peak_rss_mb"] = round(peak_rss_mb(sim.pid), 1)
             finally:
                 stop(sim)
@@ -300,6 +316,13 @@ def main(argv: list[str] | None = None) -> int:
             "< 150",
         ),
         ("simulator -> one client (trades/s, 3 exchanges)", sim_r["total_trades_per_s"], ">= 50,000"),
+        ("simulator trades per simulator CPU-second", sim_r["trades_per_simulator_cpu_s"], ""),
+        (
+            "CPU share: connector at 1k/s / simulator / sim client",
+            f"{latency_r['cpu_share_of_one_core']} / {sim_r['simulator_cpu_share']}"
+            f" / {sim_r['client_cpu_share']}",
+            "",
+        ),
         ("simulator peak RSS (MB)", sim_r["simulator_peak_rss_mb"], ""),
     ]
     print(f"\n{'measure':<55} {'value':>16}  target")

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.common.raw import KIND_FRAME, RawHeaders
+from services.common.raw import (
+    HEADER_CONNECTION_ID,
+    HEADER_KIND,
+    HEADER_RECEIVED_AT,
+    HEADER_SEQ,
+    KIND_FRAME,
+)
 from services.common.topics import RAW_TOPICS
 
 
@@ -27,7 +33,13 @@ class RawRecord:
         return self.connection_id.encode()
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return RawHeaders(self.received_at_ns, self.connection_id, self.seq, self.kind).to_kafka()
+        """RawHeaders(...).to_kafka(), written out: this runs once per frame (tests check they agree)."""
+        return [
+            (HEADER_RECEIVED_AT, b"%d" % self.received_at_ns),
+            (HEADER_CONNECTION_ID, self.connection_id.encode()),
+            (HEADER_SEQ, b"%d" % self.seq),
+            (HEADER_KIND, self.kind.encode()),
+        ]
 
 
 class Sink(Protocol):

@@ -123,3 +123,17 @@ def test_retime_moves_every_timestamp_and_keeps_every_other_byte() -> None:
     binance = '{"e":"trade","E":1795089600001,"T":1795089600000,"p":"1.00000000"}'
     expected = '{"e":"trade","E":1795089600003,"T":1795089600002,"p":"1.00000000"}'
     assert wire.retime(binance, 2_000_000) == expected
+
+
+def test_record_headers_are_the_raw_contract() -> None:
+    from services.common.raw import RawHeaders
+    from services.feed.records import RawRecord
+
+    record = RawRecord("kraken", b"{}", 1_795_089_600_000_000_123, "kraken-0123456789ab", 42, "marker")
+    assert (
+        record.headers()
+        == RawHeaders(1_795_089_600_000_000_123, "kraken-0123456789ab", 42, "marker").to_kafka()
+    )
+    assert RawHeaders.from_kafka(record.headers()) == RawHeaders(
+        1_795_089_600_000_000_123, "kraken-0123456789ab", 42, "marker"
+    )
