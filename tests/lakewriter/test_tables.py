@@ -3,7 +3,10 @@ time travel, compaction, expiry, orphan removal (real SqlCatalog on SQLite in a 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -166,3 +169,25 @@ def test_orphan_files_are_removed_and_live_files_kept(catalog, tmp_path: Path) -
     assert not stray.exists() and young.exists()
     assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == \
         sorted(expected_tuple(t) for t in trades[:100])
+
+
+def test_maintain_command_reports_what_it_did(tmp_path: Path) -> None:
+    catalog = open_catalog(K2Settings(data_dir=tmp_path / "k2"))
+    writer = LakeWriter(catalog, writer_id="A")
+    writer.ensure_tables([SILVER_TRADES])
+    trades = make_trades(300)
+    for i in range(6):
+        writer.commit(_batch(trades[i * 50:(i + 1) * 50], {(TRADES, 0): (i + 1) * 50}))
+    env = {**os.environ, "K2_DATA_DIR": str(tmp_path / "k2"), "K2_LAKEWRITER_COMPACT_MIN_FILES": "2",
+           "K2_LAKEWRITER_EXPIRE_KEEP_DAYS": "0", "K2_LAKEWRITER_EXPIRE_KEEP_LAST": "1",
+           "K2_LAKEWRITER_ORPHAN_MIN_AGE_HOURS": "0"}
+    done = subprocess.run([sys.executable, "-m", "services.lakewriter", "maintain", "--json",
+                           "--table", SILVER_TRADES], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["tables"][0]
+    assert report["table"] == SILVER_TRADES
+    assert report["files_compacted"] >= 6 and report["snapshots_expired"] >= 6
+    assert report["orphans_removed"] >= 1  # the replaced small files, once no snapshot references them
+    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == \
+        sorted(expected_tuple(t) for t in trades)
+    assert table_offsets(catalog.load_table(f"market.{SILVER_TRADES}")) == {(TRADES, 0): 300}
