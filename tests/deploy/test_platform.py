@@ -137,32 +137,34 @@ def trade_keys(capture: Path) -> set[tuple[str, str, str]]:
     """Natural keys of every trade in a capture file, as the normalizer's parsers read them."""
     from services.feed.capture import read_capture
 
-    return parse_keys((r.exchange, r.value) for r in read_capture(capture) if r.kind == "frame")
+    records = read_capture(capture)
+    return parse_keys((r.exchange, r.value, r.received_at_ns) for r in records if r.kind == "frame")
 
 
-def parse_keys(frames: Iterable[tuple[str, bytes]]) -> set[tuple[str, str, str]]:
+def parse_keys(frames: Iterable[tuple[str, bytes, int]]) -> set[tuple[str, str, str]]:
+    """(exchange, frame, received_at ns) → natural keys of the trades the normalizer's parsers find."""
     from services.common.instruments import default_instruments
     from services.normalizer.parsers import parse_frame
     from services.normalizer.parsers.common import Lineage
 
     instruments = default_instruments()
     keys: set[tuple[str, str, str]] = set()
-    for exchange, frame in frames:
-        result = parse_frame(exchange, frame, 0, Lineage("capture", 0, 0), instruments)
+    for exchange, frame, received_at_ns in frames:
+        result = parse_frame(exchange, frame, received_at_ns // 1000, Lineage("capture", 0, 0), instruments)
         keys.update((t.exchange, t.symbol, t.trade_id) for t in result.trades)
     return keys
 
 
 def received_trades(catalog: Catalog) -> set[tuple[str, str, str]]:
     """Trades in the frames the feed received (bronze)."""
-    frames: list[tuple[str, bytes]] = []
+    frames: list[tuple[str, bytes, int]] = []
     for exchange in EXCHANGES:
         try:
             table = catalog.load_table(f"{NAMESPACE}.{bronze_table(exchange)}")
         except Exception:
             continue
-        rows = table.scan(selected_fields=("kind", "frame")).to_arrow().to_pylist()
-        frames += [(exchange, r["frame"].encode()) for r in rows if r["kind"] == "frame"]
+        rows = table.scan(selected_fields=("kind", "frame", "received_at_ns")).to_arrow().to_pylist()
+        frames += [(exchange, r["frame"].encode(), r["received_at_ns"]) for r in rows if r["kind"] == "frame"]
     return parse_keys(frames)
 
 
