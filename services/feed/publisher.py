@@ -187,7 +187,9 @@ class KafkaPublisher:
                     handed.add(id(record))
                     self._too_large(record)
                     continue
-                tp = await self._partition(producer, record)
+                tp = self._partitions.get((record.topic, record.connection_id))
+                if tp is None:
+                    tp = await self._partition(producer, record)
                 entry = batches.get(tp)
                 if entry is None:
                     entry = batches[tp] = (producer.create_batch(), [])
