@@ -10,14 +10,15 @@ import logging
 import time
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import TopicPartition
 
 from services.common.instruments import InstrumentList
 from services.common.raw import KIND_MARKER, DisconnectMarker, RawHeaders
-from services.common.schemas import DeadLetter, Gap, SchemaError, Trade
+from services.common.schemas import DeadLetter, Gap
 from services.common.topics import GAPS, RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
 from services.normalizer import metrics as m
-from services.normalizer.dedup import Verdict
+from services.normalizer.dedup import SymbolState
 from services.normalizer.parsers import Lineage, parse_frame
 from services.normalizer.sequences import SequenceTracker
 from services.normalizer.state import DedupStore
@@ -143,38 +144,45 @@ def _text(value: bytes | None) -> str:
 
 
 class DedupStage:
+    """Reads only what dedup needs from the parsed Trade JSON (no Decimal work): the published value
+    is the parsed record's bytes, unchanged."""
+
     def __init__(self, sender: TransactionalSender, store: DedupStore) -> None:
         self.sender = sender
         self.store = store
 
-    async def process(self, records: list[Record]) -> tuple[list[Output], list[Trade]]:
+    async def process(self, records: list[Record]) -> tuple[list[Output], list[tuple[str, int, int]]]:
         outputs: list[Output] = []
-        published: list[Trade] = []
-        changed: dict[tuple[int, str], object] = {}
+        published: list[tuple[str, int, int]] = []  # (exchange, exchange_ts, received_at)
+        changed: dict[tuple[int, str], SymbolState] = {}
+        store = self.store
         for record in records:
-            states = await self.store.partition(record.partition)
+            states = await store.partition(record.partition)
             try:
-                trade = Trade.decode(record.value or b"")
-            except SchemaError as exc:  # only a foreign writer could put this here
-                log.error("undecodable parsed record %s[%d]@%d: %s", record.topic, record.partition,
-                          record.offset, exc)
+                data = orjson.loads(record.value or b"")
+                exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
+                exchange_ts, received_at = int(data["exchange_ts"]), int(data["received_at"])
+                if not (isinstance(exchange, str) and isinstance(symbol, str) and isinstance(trade_id, str)):
+                    raise TypeError("exchange, symbol and trade_id must be strings")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error("undecodable parsed record %s[%d]@%d: %r", record.topic, record.partition,
+                          record.offset, exc)  # only a foreign writer could put this here
                 continue
-            key = trade.key
-            state = self.store.state(states, key, trade.exchange)
-            verdict: Verdict = state.check(trade.trade_id)
+            key = f"{exchange}:{symbol}"
+            state = store.state(states, key, exchange)
+            verdict = state.check(trade_id)
             if verdict.gap_expected is not None:
-                _gap(outputs, Gap(exchange=trade.exchange, scope="symbol", subject=trade.symbol,
-                                  kind="sequence", expected=verdict.gap_expected,
-                                  received=verdict.gap_received, missing=verdict.missing,
-                                  detected_at=trade.received_at))
+                _gap(outputs, Gap(exchange=exchange, scope="symbol", subject=symbol, kind="sequence",
+                                  expected=verdict.gap_expected, received=verdict.gap_received,
+                                  missing=verdict.missing, detected_at=received_at))
             if not verdict.publish:
-                m.DUPLICATES.labels(trade.exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
+                m.DUPLICATES.labels(exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
                 continue
             changed[(record.partition, key)] = state
             outputs.append((TRADES, key.encode(), record.value or b"", None))
-            published.append(trade)
+            published.append((exchange, exchange_ts, received_at))
         for (partition, key), state in changed.items():
-            outputs.append((self.store.topic, key.encode(), state.encode(), partition))  # type: ignore[attr-defined]
+            outputs.append((store.topic, key.encode(), state.encode(), partition))
         return outputs, published
 
     async def run(self, records: list[Record]) -> None:
@@ -182,7 +190,10 @@ class DedupStage:
         await self.sender.commit(outputs, _next_offsets(records))
         m.TRANSACTIONS.labels("dedup").inc()
         now_us = time.time_ns() // 1000
-        for trade in published:
-            m.TRADES_OUT.labels(trade.exchange).inc()
-            m.EXCHANGE_LATENCY.labels(trade.exchange).observe(max(0, now_us - trade.exchange_ts) / 1e6)
-            m.RECEIVED_LATENCY.labels(trade.exchange).observe(max(0, now_us - trade.received_at) / 1e6)
+        counts: dict[str, int] = {}
+        for exchange, exchange_ts, received_at in published:
+            counts[exchange] = counts.get(exchange, 0) + 1
+            m.EXCHANGE_LATENCY.labels(exchange).observe(max(0, now_us - exchange_ts) / 1e6)
+            m.RECEIVED_LATENCY.labels(exchange).observe(max(0, now_us - received_at) / 1e6)
+        for exchange, count in counts.items():
+            m.TRADES_OUT.labels(exchange).inc(count)
