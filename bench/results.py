@@ -118,7 +118,9 @@ def chaos_section(data: dict[str, Any]) -> str:
         + "\nGold vs recomputation from silver (closed windows):\n\n"
         + _block(format_table(gold))
         + f"\nDLQ: `{json.dumps(checks.get('dlq'))}`\n\n"
-        + f"Final consumer-group lags: `{json.dumps(checks.get('lags'))}`\n\n"
+        + "Consumer-group lags at check time: "
+        + f"`{json.dumps(checks.get('lags_at_check', checks.get('lags')))}`; after draining "
+        + f"({checks.get('lag_drain_s')} s; None = not within 300 s): `{json.dumps(checks.get('lags'))}`\n\n"
         + f"**Rows checked: {data.get('rows_checked')}; mismatches: {data.get('mismatches')}.**\n"
     )
 
