@@ -10,7 +10,7 @@ import pytest
 
 from services.common.schemas import DeadLetter, Gap, Trade
 from services.common.topics import GAPS, RAW_TOPICS, TRADES, TRADES_DLQ
-from tests.kafka_helpers import produce, wait_for
+from tests.kafka_helpers import produce, reset_topics, wait_for
 from tests.normalizer.capture import capture, expected_values
 from tests.normalizer.frames import (
     BASE_NS,
@@ -32,6 +32,7 @@ OUTPUTS = (TRADES, TRADES_DLQ, GAPS)
 @pytest.fixture(scope="module")
 async def running(topics: str, tmp_path_factory: pytest.TempPathFactory,
                   broker) -> AsyncIterator[tuple[ServiceProcess, str]]:
+    await reset_topics(topics)  # a new consumer group reads the raw topics from their beginning
     data_dir = tmp_path_factory.mktemp("normalizer")
     env = {"K2_DATA_DIR": str(data_dir), "K2_KAFKA_BOOTSTRAP": broker.bootstrap, "K2_LOG_LEVEL": "INFO",
            "PYTHONUNBUFFERED": "1"}
