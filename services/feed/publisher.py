@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common.kafka import PRODUCER_DEFAULTS
+from services.common.topics import RAW_TOPICS
 from services.feed import metrics
 from services.feed.records import RawRecord
 
@@ -72,11 +73,13 @@ class KafkaPublisher:
 
     async def publish(self, record: RawRecord) -> None:
         """Queue a record; waits (backpressure) while the buffer is full."""
-        while self.depth >= self.max_buffer:
-            self._space.clear()
-            await self._space.wait()
+        if len(self._pending) + len(self._inflight) >= self.max_buffer:
+            while self.depth >= self.max_buffer:
+                self._space.clear()
+                await self._space.wait()
         self._pending.append(record)
-        self._wakeup.set()
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued record is acknowledged; False on timeout."""
@@ -145,22 +148,22 @@ class KafkaPublisher:
             if pending and len(inflight) < MAX_IN_FLIGHT:
                 await self._send_batches(producer)
             acked = 0
-            per_topic: dict[str, int] = {}
+            per_exchange: dict[str, int] = {}
             now_ns = time.time_ns()
             while inflight and inflight[0][1].done():
                 record, future = inflight[0]
                 future.result()  # raises the produce error: the caller re-sends from here on
                 inflight.popleft()
                 acked += 1
-                per_topic[record.topic] = per_topic.get(record.topic, 0) + 1
+                per_exchange[record.exchange] = per_exchange.get(record.exchange, 0) + 1
                 if self.observe_latency:
                     self._histogram(record.exchange).observe((now_ns - record.received_at_ns) / 1e9)
                 if self.on_ack is not None:
                     self.on_ack(record, now_ns)
             if acked:
                 self.acked += acked
-                for topic, count in per_topic.items():
-                    metrics.PRODUCED.labels(topic).inc(count)
+                for exchange, count in per_exchange.items():
+                    metrics.PRODUCED.labels(RAW_TOPICS[exchange]).inc(count)
                 metrics.BUFFER_DEPTH.set(self.depth)
                 if self.depth < self.max_buffer:
                     self._space.set()
@@ -173,41 +176,37 @@ class KafkaPublisher:
         Our own batching: records that arrived while the previous batch was on its way go out
         together, and a lone record goes out at once (closed batches do not wait for linger).
         """
-        pending, inflight = self._pending, self._inflight
-        take = min(len(pending), MAX_IN_FLIGHT - len(inflight))
+        pending, partitions = self._pending, self._partitions
+        take = min(len(pending), MAX_IN_FLIGHT - len(self._inflight))
         batches: dict[tuple[str, int], tuple[BatchBuilder, list[RawRecord]]] = {}
-        order: list[tuple[str, int]] = []
-        taken: list[RawRecord] = []
-        handed: set[int] = set()
         try:
             for _ in range(take):
                 record = pending.popleft()
-                taken.append(record)
                 if len(record.value) > MAX_RECORD_BYTES:
-                    handed.add(id(record))
                     self._too_large(record)
                     continue
-                tp = self._partitions.get((record.topic, record.connection_id))
-                if tp is None:
-                    tp = await self._partition(producer, record)
-                entry = batches.get(tp)
-                if entry is None:
-                    entry = batches[tp] = (producer.create_batch(), [])
-                    order.append(tp)
-                headers = record.headers()
-                if (
-                    entry[0].append(timestamp=None, key=record.key, value=record.value, headers=headers)
-                    is None
-                ):  # full: send it, start the next one
-                    await self._submit(producer, tp, entry, handed)
-                    entry = batches[tp] = (producer.create_batch(), [])
-                    entry[0].append(timestamp=None, key=record.key, value=record.value, headers=headers)
+                try:
+                    tp = partitions.get((record.exchange, record.connection_id))
+                    if tp is None:
+                        tp = await self._partition(producer, record)
+                    entry = batches.get(tp)
+                    if entry is None:
+                        entry = batches[tp] = (producer.create_batch(), [])
+                    key, value, headers = record.key, record.value, record.headers()
+                    if entry[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
+                        await self._submit(producer, tp, entry)  # full: send it, start the next one
+                        entry = batches[tp] = (producer.create_batch(), [])
+                        entry[0].append(timestamp=None, key=key, value=value, headers=headers)
+                except BaseException:
+                    pending.appendleft(record)
+                    raise
                 entry[1].append(record)
-            for tp in order:
-                await self._submit(producer, tp, batches[tp], handed)
+            for tp, entry in batches.items():
+                await self._submit(producer, tp, entry)
         except BaseException:
-            # Not handed to Kafka: back in front of the queue (the caller re-sends in-flight ones first).
-            pending.extendleft(reversed([r for r in taken if id(r) not in handed]))
+            # Records not handed to Kafka go back in front of the queue, in order per partition (so per
+            # key); the caller re-queues the in-flight ones before them.
+            pending.extendleft(reversed([r for _, records in batches.values() for r in records]))
             raise
 
     async def _submit(
@@ -215,7 +214,6 @@ class KafkaPublisher:
         producer: AIOKafkaProducer,
         tp: tuple[str, int],
         entry: tuple[BatchBuilder, list[RawRecord]],
-        handed: set[int],
     ) -> None:
         builder, records = entry
         if not records:
@@ -223,14 +221,12 @@ class KafkaPublisher:
         builder.close()
         future = await producer.send_batch(builder, tp[0], partition=tp[1])
         future.add_done_callback(self._on_done)
-        for record in records:
-            handed.add(id(record))
-            self._inflight.append((record, future))
+        self._inflight.extend((record, future) for record in records)
         records.clear()
 
     async def _partition(self, producer: AIOKafkaProducer, record: RawRecord) -> tuple[str, int]:
         """The partition producer.send() would pick for the key (murmur2), cached per key."""
-        cache_key = (record.topic, record.connection_id)
+        cache_key = (record.exchange, record.connection_id)
         tp = self._partitions.get(cache_key)
         if tp is None:
             await producer.client._wait_on_metadata(record.topic)
