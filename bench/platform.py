@@ -9,12 +9,16 @@ stops everything on exit — killed processes included. bench, chaos and soak sh
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +40,41 @@ MODULES = {
 }
 # Consumer groups of the services (their settings' defaults).
 GROUPS = {"normalizer": "k2-normalizer", "ohlcv": "k2-ohlcv", "lakewriter": "k2-lakewriter"}
+
+
+class BenchBroker(LocalBroker):
+    """LocalBroker, optionally formatted with Eligible Leader Replicas off (K2_BENCH_ELR=0).
+
+    Kafka 4.1 enables ELR (KIP-966) on new clusters; aiokafka's transactional producers then get
+    spurious NOT_ENOUGH_REPLICAS answers that they retry (aio-libs/aiokafka#1172), which slows
+    the transactional services down. The switch lets the benchmark measure both ways.
+    """
+
+    def format(self, libs: Path) -> None:
+        if os.environ.get("K2_BENCH_ELR", "1") != "0" or self.is_formatted():
+            super().format(libs)
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [
+                "java",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config_file),
+                "--ignore-formatted",
+                "--feature",
+                "eligible.leader.replicas.version=0",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"formatting KRaft storage failed:\n{result.stdout}\n{result.stderr}")
 
 
 @dataclass
@@ -64,7 +103,7 @@ class Platform:
     def __post_init__(self) -> None:
         self._tmp = tempfile.mkdtemp(prefix="k2-bench-")
         self.data_dir = Path(self._tmp) / "data"
-        self.broker = LocalBroker(self.data_dir, port=free_port(), controller_port=free_port(), heap="512m")
+        self.broker = BenchBroker(self.data_dir, port=free_port(), controller_port=free_port(), heap="512m")
         self.sampler = Sampler(self.sample_interval)
 
     # -- environment -------------------------------------------------------------------------------
