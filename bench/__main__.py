@@ -247,7 +247,7 @@ def peer_comparison(platform: Platform, timeout: float, cap: int) -> dict[str, A
             },
             peer,
         )
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:  # the peer must not take the report down
         result["quix_error"] = repr(exc)[:2000]
     k2_rate = result["k2_ohlcv"].get("rate_trades_per_s")
     quix_rate = result.get("quix", {}).get("rate_trades_per_s")

@@ -13,6 +13,8 @@ from bench.common import end_offsets
 async def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[Any]:
     """Every committed record now on a topic, all partitions, from the beginning to the current end."""
     ends = {p: off for (_, p), off in (await end_offsets(bootstrap, [topic])).items()}
+    if not any(ends.values()):
+        return []  # an empty (or missing) topic: nothing to read, no consumer to stop
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -47,6 +49,8 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 120.0) -> list[A
 async def count_records(bootstrap: str, topic: str, timeout: float = 300.0) -> int:
     """How many committed records a topic holds now (read to the end without keeping them)."""
     ends = {p: off for (_, p), off in (await end_offsets(bootstrap, [topic])).items()}
+    if not any(ends.values()):
+        return 0
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
