@@ -266,7 +266,9 @@ def run(quick: bool, steps: list[float] | None, step_s: float | None, peer: bool
     platform = Platform(sim_rate_per_exchange=steps[0] / 3)
     result: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m bench" + (" --quick" if quick else ""),
+        "command": ("K2_BENCH_ELR=0 " if os.environ.get("K2_BENCH_ELR") == "0" else "")
+        + "python -m bench"
+        + (" --quick" if quick else ""),
         "machine_cores": CPU_COUNT,
         "steps": [],
     }
