@@ -74,6 +74,7 @@ class Runtime:
         self.producer: AIOKafkaProducer | None = None
         self._publish_lock = asyncio.Lock()
         self.send_error: BaseException | None = None
+        self.closed = False
         self.changelog_topic = table.changelog_topic.get_topic_name()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -86,6 +87,9 @@ class Runtime:
         return self.producer
 
     async def stop(self) -> None:
+        """After the consumer's last commit: write what is left, then close (later flushes are no-ops)."""
+        await self.flush_state()
+        self.closed = True
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
@@ -177,6 +181,8 @@ class Runtime:
         State is written here only — once per commit interval, not per batch — so a candle that
         changes a thousand times between two commits costs one changelog record.
         """
+        if self.closed:
+            return
         await self.persist(list(self.partitions.values()))
         if self.producer is not None:
             await self.producer.flush()
@@ -294,9 +300,9 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     @app.task
     async def ticker() -> None:
         last_gauges = 0.0
-        while not app.should_stop:
+        while not app.should_stop and not runtime.closed:
             await asyncio.sleep(tick_s)
-            if app.rebalancing or not runtime.partitions:
+            if app.rebalancing or not runtime.partitions or runtime.closed:
                 continue
             try:
                 await runtime.tick()
