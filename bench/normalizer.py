@@ -46,6 +46,7 @@ from services.common.raw import RawHeaders
 from services.common.topics import RAW_TOPICS, TRADES
 from services.normalizer.parsers import Lineage, parse_frame
 
+WITHIN_MS = 10  # K2_NORMALIZER_BATCH_WITHIN_MS of the workers (--within-ms)
 BINANCE = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT"]
 KRAKEN = ["BTC/USD", "ETH/USD", "SOL/USD"]
 COINBASE = ["BTC-USD", "ETH-USD", "SOL-USD"]
@@ -177,6 +178,7 @@ def _worker(broker: LocalBroker, data_dir: Path, app_id: str, batch: int) -> tup
         "K2_METRICS_PORT": str(port),
         "K2_NORMALIZER_APP_ID": app_id,
         "K2_NORMALIZER_BATCH_MAX": str(batch),
+        "K2_NORMALIZER_BATCH_WITHIN_MS": str(WITHIN_MS),
     }
     return ServiceProcess("services.normalizer", env=env, name=app_id), f"http://127.0.0.1:{port}/metrics"
 
@@ -380,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=1000, help="trades/s of the live latency run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the live latency run")
     parser.add_argument("--batch", type=int, default=2000, help="K2_NORMALIZER_BATCH_MAX of the workers")
+    parser.add_argument("--within-ms", type=int, default=10, help="K2_NORMALIZER_BATCH_WITHIN_MS")
     args = parser.parse_args(argv)
+    global WITHIN_MS
+    WITHIN_MS = args.within_ms
     tmp = Path(tempfile.mkdtemp(prefix="k2-bench-normalizer-"))
     broker = LocalBroker(tmp, port=free_port(), controller_port=free_port(), heap="512m")
     results: dict[str, Any] = {"targets": {"trades_per_s": 20_000, "p99_ms_at_1000_per_s": 50, "rss_mb": 250}}
