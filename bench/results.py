@@ -134,6 +134,26 @@ def simple_section(title: str, data: dict[str, Any], skip: tuple[str, ...] = ("d
     return f"## {title}\n\n" + _header(data) + _block(format_table(rows))
 
 
+NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26)
+
+- The runs shared the 2-core machine with every other helper's test suite (load average 20-50 the whole
+  time): throughput figures are floors and latencies are ceilings. Rerun on a quiet machine.
+- The normalizer was the bottleneck in every platform run: tens of trades/s here, far below its own
+  per-stage target; its log shows aiokafka retrying `NotEnoughReplicasError` on its transactional
+  produces (aio-libs/aiokafka#1172 describes spurious NOT_ENOUGH_REPLICAS on Kafka 4.x transactional
+  read-process-write) and group-coordinator churn under load. One run with the bench broker formatted
+  with Eligible Leader Replicas off (`K2_BENCH_ELR=0`) still showed the retries, so ELR is not proven
+  to be the cause. With no step bounded, "sustained" is empty: the harness reports, it does not guess.
+- The chaos run's lag verdict uses the consumer groups' committed offsets (less one transaction
+  marker per partition). The lake writer also reports its own lag metric (`k2_lakewriter_lag_records`),
+  recorded as `lakewriter_lag_metric` in bench-results/chaos.json.
+- The Quix peer keeps window state as JSON (no Decimal), so it computes in float: open/high/low/close
+  and counts match K2 exactly; volumes differ in the last float digits (`float_rounding`). Quix also
+  closes a window only when a later trade of the same key arrives, so the newest windows are compared
+  only where both engines closed them.
+"""
+
+
 def render() -> str:
     parts = [
         "# Measured figures\n\n",
@@ -172,6 +192,7 @@ def render() -> str:
             + f"\nFlags: {'; '.join(data.get('flags', [])) or 'none'}\n"
         )
         parts.append(soak)
+    parts.append(NOTES)
     return "".join(parts)
 
 
