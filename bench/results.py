@@ -144,6 +144,12 @@ NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26
   read-process-write) and group-coordinator churn under load. One run with the bench broker formatted
   with Eligible Leader Replicas off (`K2_BENCH_ELR=0`) still showed the retries, so ELR is not proven
   to be the cause. With no step bounded, "sustained" is empty: the harness reports, it does not guess.
+  The "busy cores" column (CPU-seconds per second of all K2 processes) shows how little CPU the platform
+  got while other jobs ran: about 0.6 of the 2 cores. The ~140 s latencies are the normalizer's backlog.
+- In that platform run the normalizer had published only the first seconds of the market when the
+  peer comparison started, so Quix (which closes a window only when a later trade of the same key
+  passes window end + grace) closed no window and no candle could be compared; the standalone peer
+  run below compares 120 candles against the reference recomputation.
 - The chaos run's lag verdict uses the consumer groups' committed offsets (less one transaction
   marker per partition). The lake writer also reports its own lag metric (`k2_lakewriter_lag_records`),
   recorded as `lakewriter_lag_metric` in bench-results/chaos.json.
