@@ -51,7 +51,8 @@ def export_bronze(settings: K2Settings, day: date, out: Path, exchanges: list[st
 
 
 def copy_day(source: K2Settings, target: K2Settings, day: date) -> dict[str, int]:
-    src, dst = open_catalog(source, "source"), open_catalog(target, "target")
+    # The SQL catalog keys its tables by catalog name: both are opened as "k2", like the services do.
+    src, dst = open_catalog(source), open_catalog(target)
     plan = [(SILVER_TRADES, "exchange_ts")] + [(gold_table(tf), "window_start") for tf in TIMEFRAMES]
     copied: dict[str, int] = {}
     for name, column in plan:
