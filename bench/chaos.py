@@ -286,8 +286,9 @@ def check(
             key = (row["exchange"], row["symbol"], timeframe, row["window_start"])
             if key not in latest or row["revision"] > latest[key]["revision"]:
                 latest[key] = row
-        # a candle of a still-open window in gold is not an error of this check (it is not final yet)
-        latest = {k: v for k, v in latest.items() if k in want or k[3] + length <= closed_before}
+        # Every closed window must be in gold; a window of the last seconds may or may not be closed yet
+        # (idle timeout): when its candle is in gold it is final and must equal the recomputation too.
+        want.update({k: v for k, v in reference.items() if k in latest})
         result = compare_exact(want, latest)
         result["open_windows"] = still_open
         result["rows_visible"] = visible_rows
