@@ -141,15 +141,25 @@ NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26
 - The normalizer was the bottleneck in every platform run: tens of trades/s here, far below its own
   per-stage target; its log shows aiokafka retrying `NotEnoughReplicasError` on its transactional
   produces (aio-libs/aiokafka#1172 describes spurious NOT_ENOUGH_REPLICAS on Kafka 4.x transactional
-  read-process-write) and group-coordinator churn under load. One run with the bench broker formatted
-  with Eligible Leader Replicas off (`K2_BENCH_ELR=0`) still showed the retries, so ELR is not proven
-  to be the cause. With no step bounded, "sustained" is empty: the harness reports, it does not guess.
+  read-process-write) and group-coordinator churn under load. A quick run with the bench broker formatted
+  with Eligible Leader Replicas off (`K2_BENCH_ELR=0 python -m bench --quick`, 05:20) still showed the
+  retries and the same normalizer rate (29-56 trades/s vs ~40 with ELR on), so ELR is not the cause.
+  With no step bounded, "sustained" is empty: the harness reports, it does not guess.
   The "busy cores" column (CPU-seconds per second of all K2 processes) shows how little CPU the platform
   got while other jobs ran: about 0.6 of the 2 cores. The ~140 s latencies are the normalizer's backlog.
 - In that platform run the normalizer had published only the first seconds of the market when the
   peer comparison started, so Quix (which closes a window only when a later trade of the same key
   passes window end + grace) closed no window and no candle could be compared; the standalone peer
   run below compares 120 candles against the reference recomputation.
+- Chaos run of 05:15 (above): silver exact (14,400 of 14,400, no duplicate, every value equal), the DLQ
+  exactly the 5 injected bad frames, gold 1m/5m equal to the recomputation from silver. Of its 26
+  "mismatches", 24 were an artifact of the check itself, fixed right after the run: 15m and 30m windows
+  that closed in the last 30 s before the check were set aside as "not final yet", yet their candles
+  (present in gold, one row each) were then counted as a second row per candle. Those candles were not
+  compared in that run. The other 2 are real: after 300 s of draining, the ohlcv group still had 2,416
+  records to re-read after its last kill -9 (down from 7,141: catching up slowly, on a loaded machine,
+  not stuck) and the lake writer's group 18 records (its own lag metric said 0-6). An earlier run
+  (04:55, 32 kills, 14,400 trades) had silver, DLQ and gold 1m-1h exact, with the same ohlcv lag.
 - The chaos run's lag verdict uses the consumer groups' committed offsets (less one transaction
   marker per partition). The lake writer also reports its own lag metric (`k2_lakewriter_lag_records`),
   recorded as `lakewriter_lag_metric` in bench-results/chaos.json.
