@@ -145,12 +145,15 @@ NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26
   with Eligible Leader Replicas off (`K2_BENCH_ELR=0 python -m bench --quick`, 05:20) still showed the
   retries and the same normalizer rate (29-56 trades/s vs ~40 with ELR on), so ELR is not the cause.
   With no step bounded, "sustained" is empty: the harness reports, it does not guess.
-  The "busy cores" column (CPU-seconds per second of all K2 processes) shows how little CPU the platform
-  got while other jobs ran: about 0.6 of the 2 cores. The ~140 s latencies are the normalizer's backlog.
-- In that platform run the normalizer had published only the first seconds of the market when the
-  peer comparison started, so Quix (which closes a window only when a later trade of the same key
-  passes window end + grace) closed no window and no candle could be compared; the standalone peer
-  run below compares 120 candles against the reference recomputation.
+  The "busy cores" column (CPU-seconds per second of all K2 processes, broker included) was 0.5-1.0 of
+  the 2 cores: the services got little CPU while other jobs ran, and the normalizer could not keep up
+  even at 600 trades/s. The latencies of 1-2 minutes are that backlog (trades waited in the raw topic),
+  not the per-hop cost; the per-stage benchmarks measure the hops alone.
+- With the feed stopped, K2's ohlcv (all six timeframes, exact decimals, transactions) replayed the
+  same 43,722 trades at 1,140/s, Quix (1m only, float) at 6,922/s: ratio 0.16 on this machine.
+- In the earlier ELR-off quick run the normalizer had published only seconds of the market, so Quix
+  (which closes a window only when a later trade of the same key passes window end + grace) closed
+  no window; in the final run 34 windows were compared.
 - Chaos run of 05:15 (above): silver exact (14,400 of 14,400, no duplicate, every value equal), the DLQ
   exactly the 5 injected bad frames, gold 1m/5m equal to the recomputation from silver. Of its 26
   "mismatches", 24 were an artifact of the check itself, fixed right after the run: 15m and 30m windows
