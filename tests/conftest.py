@@ -26,8 +26,12 @@ def k2_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def broker(k2_data_dir: Path) -> Iterator[LocalBroker]:
     broker = LocalBroker(k2_data_dir, port=free_port(), controller_port=free_port(), heap="512m")
-    env = {"K2_DATA_DIR": str(k2_data_dir), "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
-           "K2_KAFKA_PORT": str(broker.port), "K2_KAFKA_CONTROLLER_PORT": str(broker.controller_port)}
+    env = {
+        "K2_DATA_DIR": str(k2_data_dir),
+        "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "K2_KAFKA_PORT": str(broker.port),
+        "K2_KAFKA_CONTROLLER_PORT": str(broker.controller_port),
+    }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
@@ -66,6 +70,11 @@ def k2_env(broker: LocalBroker, k2_data_dir: Path, tmp_path: Path) -> dict[str, 
     """Environment for a service process: the session broker, a per-test data dir for its state."""
     data_dir = tmp_path / "k2"
     data_dir.mkdir()
-    return {"K2_DATA_DIR": str(data_dir), "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "K2_KAFKA_PORT": str(broker.port), "K2_KAFKA_CONTROLLER_PORT": str(broker.controller_port),
-            "K2_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+    return {
+        "K2_DATA_DIR": str(data_dir),
+        "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "K2_KAFKA_PORT": str(broker.port),
+        "K2_KAFKA_CONTROLLER_PORT": str(broker.controller_port),
+        "K2_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -81,8 +81,12 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
     """Every record now on a topic (all partitions, from the beginning up to the current end)."""
     ends = await end_offsets(bootstrap, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
     await consumer.start()
     records: list[Any] = []
     try:
@@ -105,8 +109,12 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[
     return records
 
 
-async def wait_for(condition: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 30.0,
-                   interval: float = 0.2, message: str = "condition") -> None:
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    message: str = "condition",
+) -> None:
     """Poll until condition() is true; fail with `message` after timeout. No fixed sleeps in tests."""
     deadline = time.monotonic() + timeout
     while True:

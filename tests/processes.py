@@ -14,8 +14,14 @@ from pathlib import Path
 class ServiceProcess:
     """`python -m <module> <args>` with the test's K2_* environment; output goes to a log file."""
 
-    def __init__(self, module: str, args: list[str] | None = None, env: dict[str, str] | None = None,
-                 log_dir: Path | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        name: str | None = None,
+    ) -> None:
         self.module = module
         self.args = args or []
         self.env = {**os.environ, **(env or {})}
@@ -26,9 +32,14 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its whole life
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module, *self.args], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self
 
     @property
@@ -64,8 +75,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
-                raise AssertionError(f"{self.name} exited with {self.proc and self.proc.returncode}:\n"
-                                     f"{self.output()[-4000:]}")
+                raise AssertionError(
+                    f"{self.name} exited with {self.proc and self.proc.returncode}:\n{self.output()[-4000:]}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             started = time.monotonic()
             broker.start()
-            print(f"Kafka broker ready on {broker.bootstrap} (pid {broker.pid()}, "
-                  f"{time.monotonic() - started:.1f}s); log {broker.log_file}")
+            print(
+                f"Kafka broker ready on {broker.bootstrap} (pid {broker.pid()}, "
+                f"{time.monotonic() - started:.1f}s); log {broker.log_file}"
+            )
         elif args.command == "stop":
             print("Kafka broker stopped" if broker.stop() else "Kafka broker was not running")
         elif args.command == "wait":

@@ -45,8 +45,15 @@ def fetch_jars(quiet: bool = True) -> Path:
             raise BrokerError(f"`{tool}` is not on PATH: K2's local broker needs Java 17+ and Maven")
     if LIBS_DIR.exists():
         shutil.rmtree(LIBS_DIR)
-    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime",
-           f"-DoutputDirectory={LIBS_DIR}"]
+    cmd = [
+        "mvn",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={LIBS_DIR}",
+    ]
     if quiet:
         cmd.insert(1, "-q")
     result = subprocess.run(cmd, capture_output=quiet, text=True)
@@ -92,35 +99,39 @@ class LocalBroker:
 
     def write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={self.log_dir}",
-            # One node: every internal topic has one replica.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=10",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "min.insync.replicas=1",
-            "num.partitions=1",
-            # Topics come from the registry (task topics) or from Faust, never by accident.
-            "auto.create.topics.enable=false",
-            "group.initial.rebalance.delay.ms=0",
-            "log.cleaner.backoff.ms=5000",
-            "message.max.bytes=4194304",
-            "num.network.threads=2",
-            "num.io.threads=4",
-            "",
-        ]))
+        self.config_file.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.log_dir}",
+                    # One node: every internal topic has one replica.
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=10",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=10",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "min.insync.replicas=1",
+                    "num.partitions=1",
+                    # Topics come from the registry (task topics) or from Faust, never by accident.
+                    "auto.create.topics.enable=false",
+                    "group.initial.rebalance.delay.ms=0",
+                    "log.cleaner.backoff.ms=5000",
+                    "message.max.bytes=4194304",
+                    "num.network.threads=2",
+                    "num.io.threads=4",
+                    "",
+                ]
+            )
+        )
 
     def is_formatted(self) -> bool:
         return (self.log_dir / "meta.properties").exists()
@@ -130,9 +141,20 @@ class LocalBroker:
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
-            ["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(self.config_file), "--ignore-formatted"],
-            capture_output=True, text=True,
+            [
+                "java",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config_file),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{result.stdout}\n{result.stderr}")
@@ -148,8 +170,9 @@ class LocalBroker:
         except OSError:
             cmdline = None
         # Right after exec the cmdline can read empty for a moment; that is still our broker.
-        ours = cmdline == b"" or (cmdline is not None and b"kafka.Kafka" in cmdline
-                                  and str(self.config_file).encode() in cmdline)
+        ours = cmdline == b"" or (
+            cmdline is not None and b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline
+        )
         if not ours or not _alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
@@ -160,8 +183,10 @@ class LocalBroker:
         if self.pid() is None:
             for port in (self.port, self.controller_port):
                 if _port_in_use(port):
-                    raise BrokerError(f"port {port} is in use by another process: set K2_KAFKA_PORT / "
-                                      "K2_KAFKA_CONTROLLER_PORT to free ports")
+                    raise BrokerError(
+                        f"port {port} is in use by another process: set K2_KAFKA_PORT / "
+                        "K2_KAFKA_CONTROLLER_PORT to free ports"
+                    )
             libs = fetch_jars()
             self.write_config()
             self.format(libs)
@@ -170,12 +195,24 @@ class LocalBroker:
             env.pop("KAFKA_OPTS", None)
             with open(self.log_file, "ab") as log:
                 proc = subprocess.Popen(
-                    ["java", f"-Xmx{self.heap}", f"-Xms{min_heap(self.heap)}", "-XX:+UseG1GC",
-                     "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-                     f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*",
-                     "kafka.Kafka", str(self.config_file)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True, env=env,
+                    [
+                        "java",
+                        f"-Xmx{self.heap}",
+                        f"-Xms{min_heap(self.heap)}",
+                        "-XX:+UseG1GC",
+                        "-XX:MaxGCPauseMillis=20",
+                        "-Djava.awt.headless=true",
+                        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                        "-cp",
+                        f"{libs}/*",
+                        "kafka.Kafka",
+                        str(self.config_file),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env=env,
                 )
             self.pid_file.write_text(str(proc.pid))
         if wait:
@@ -278,5 +315,6 @@ def from_settings() -> LocalBroker:
     from services.common.settings import K2Settings
 
     settings = K2Settings()
-    return LocalBroker(settings.resolved_data_dir, settings.kafka_port, settings.kafka_controller_port,
-                       settings.kafka_heap)
+    return LocalBroker(
+        settings.resolved_data_dir, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap
+    )

@@ -26,8 +26,9 @@ from services.common.settings import env_for
 
 
 def broker_of(settings: DeploySettings) -> LocalBroker:
-    return LocalBroker(settings.resolved_data_dir, settings.kafka_port, settings.kafka_controller_port,
-                       settings.kafka_heap)
+    return LocalBroker(
+        settings.resolved_data_dir, settings.kafka_port, settings.kafka_controller_port, settings.kafka_heap
+    )
 
 
 def plan_file(settings: DeploySettings) -> Path:
@@ -44,9 +45,12 @@ def load_plan(settings: DeploySettings) -> list[Proc]:
 
 def save_plan(settings: DeploySettings, procs: list[Proc]) -> None:
     plan_file(settings).parent.mkdir(parents=True, exist_ok=True)
-    plan_file(settings).write_text(json.dumps(
-        [{"service": p.service, "replica": p.replica, "module": p.module, "port": p.port} for p in procs],
-        indent=2))
+    plan_file(settings).write_text(
+        json.dumps(
+            [{"service": p.service, "replica": p.replica, "module": p.module, "port": p.port} for p in procs],
+            indent=2,
+        )
+    )
 
 
 def up(settings: DeploySettings, demo: bool) -> int:
@@ -65,8 +69,11 @@ def up(settings: DeploySettings, demo: bool) -> int:
     sup = Supervisor(data_dir)
     sup.write_config(procs, extra)
     save_plan(settings, procs)
-    env = env_for(settings, PYTHONUNBUFFERED="1",
-                  PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = env_for(
+        settings,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     if demo:
         env["K2_FEED_SOURCE"] = "simulator"
     sup.start(env)
@@ -78,11 +85,16 @@ def up(settings: DeploySettings, demo: bool) -> int:
     pending += wait_healthy(settings, late, max(deadline - time.monotonic(), 30), with_prometheus=False)
     print_status(settings, with_lag=False)
     if pending:
-        print(f"k2: not healthy after {settings.deploy_up_timeout:.0f}s: {', '.join(pending)}; "
-              f"logs in {sup.logs_dir} (`python -m deploy.local logs NAME`)", file=sys.stderr)
+        print(
+            f"k2: not healthy after {settings.deploy_up_timeout:.0f}s: {', '.join(pending)}; "
+            f"logs in {sup.logs_dir} (`python -m deploy.local logs NAME`)",
+            file=sys.stderr,
+        )
         return 1
-    print(f"k2: up in {time.monotonic() - started:.1f}s"
-          + (f"; Prometheus {prometheus.url(settings)}" if settings.prometheus_port else ""))
+    print(
+        f"k2: up in {time.monotonic() - started:.1f}s"
+        + (f"; Prometheus {prometheus.url(settings)}" if settings.prometheus_port else "")
+    )
     return 0
 
 
@@ -93,8 +105,9 @@ def endpoints(settings: DeploySettings, procs: list[Proc], with_prometheus: bool
     return urls
 
 
-def wait_healthy(settings: DeploySettings, procs: list[Proc], timeout: float,
-                 with_prometheus: bool = True) -> list[str]:
+def wait_healthy(
+    settings: DeploySettings, procs: list[Proc], timeout: float, with_prometheus: bool = True
+) -> list[str]:
     """Wait until every process answers; return the names that still do not."""
     urls = endpoints(settings, procs, with_prometheus)
     deadline = time.monotonic() + timeout
@@ -123,8 +136,10 @@ def print_status(settings: DeploySettings, with_lag: bool = True) -> bool:
     broker_pid = broker.pid()
     ok = broker_pid is not None
     print(f"{'PROCESS':<16}{'STATE':<10}{'PID':>8}  {'HEALTH':<8}ENDPOINT")
-    print(f"{'kafka':<16}{'RUNNING' if broker_pid else 'STOPPED':<10}{broker_pid or '-':>8}  "
-          f"{'ok' if broker_pid else 'down':<8}{broker.bootstrap}")
+    print(
+        f"{'kafka':<16}{'RUNNING' if broker_pid else 'STOPPED':<10}{broker_pid or '-':>8}  "
+        f"{'ok' if broker_pid else 'down':<8}{broker.bootstrap}"
+    )
     planned = plan_file(settings).exists()
     urls = endpoints(settings, procs) if planned else {}
     for name, url in urls.items():
@@ -163,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start broker, topics, every service replica and Prometheus")
-    p_up.add_argument("--demo", action="store_true",
-                      help="feed from the simulator serving the bundled capture")
+    p_up.add_argument(
+        "--demo", action="store_true", help="feed from the simulator serving the bundled capture"
+    )
     sub.add_parser("down", help="stop every process, the broker included")
     sub.add_parser("status", help="state, health and consumer lag of every process")
     p_logs = sub.add_parser("logs", help="follow the logs (of one service or process)")

@@ -67,13 +67,23 @@ def build_plan(settings: DeploySettings, demo: bool = False) -> list[Proc]:
         sim_port = simulator_port(settings)
         sim_env = simulator_client_env(sim_port)
         port = metrics_port(settings, "simulator", 0)
-        procs.append(Proc("simulator", 0, "services.feed.simulator", port,
-                          env={"K2_METRICS_PORT": str(port), "K2_FEED_SIMULATOR_METRICS_PORT": str(port),
-                               **simulator_server_env(sim_port, demo, settings.deploy_demo_capture)},
-                          args=("--speed", str(settings.deploy_demo_speed)) if demo else (),
-                          # A capture plays from the simulator's start, whether a feed listens or not:
-                          # in demo mode it starts last, when the feed is running and retrying.
-                          autostart=not demo))
+        procs.append(
+            Proc(
+                "simulator",
+                0,
+                "services.feed.simulator",
+                port,
+                env={
+                    "K2_METRICS_PORT": str(port),
+                    "K2_FEED_SIMULATOR_METRICS_PORT": str(port),
+                    **simulator_server_env(sim_port, demo, settings.deploy_demo_capture),
+                },
+                args=("--speed", str(settings.deploy_demo_speed)) if demo else (),
+                # A capture plays from the simulator's start, whether a feed listens or not:
+                # in demo mode it starts last, when the feed is running and retrying.
+                autostart=not demo,
+            )
+        )
     for service in SERVICES:
         for replica in range(settings.replicas(service)):
             port = metrics_port(settings, service, replica)

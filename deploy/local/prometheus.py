@@ -41,16 +41,27 @@ def write(settings: DeploySettings, procs: list[Proc]) -> Path:
         (rules_dir / rule_file.name).write_text(text)
     services = sorted({proc.service for proc in procs})
     config = {
-        "global": {"scrape_interval": settings.prometheus_scrape_interval,
-                   "evaluation_interval": settings.prometheus_eval_interval,
-                   "external_labels": {"k2_env": "local"}},
+        "global": {
+            "scrape_interval": settings.prometheus_scrape_interval,
+            "evaluation_interval": settings.prometheus_eval_interval,
+            "external_labels": {"k2_env": "local"},
+        },
         "rule_files": [str(rules_dir / "*.yml")],
         "scrape_configs": [
-            {"job_name": service,
-             "file_sd_configs": [{"files": [str(targets_dir / f"{service}.json")], "refresh_interval": "5s"}]}
+            {
+                "job_name": service,
+                "file_sd_configs": [
+                    {"files": [str(targets_dir / f"{service}.json")], "refresh_interval": "5s"}
+                ],
+            }
             for service in services
-        ] + [{"job_name": "prometheus",
-              "static_configs": [{"targets": [f"127.0.0.1:{settings.prometheus_port}"]}]}],
+        ]
+        + [
+            {
+                "job_name": "prometheus",
+                "static_configs": [{"targets": [f"127.0.0.1:{settings.prometheus_port}"]}],
+            }
+        ],
     }
     config_file = root / "prometheus.yml"
     config_file.write_text(json.dumps(config, indent=2) + "\n")
@@ -61,8 +72,11 @@ def write_targets(targets_dir: Path, procs: list[Proc]) -> None:
     by_service: dict[str, list[dict[str, object]]] = {}
     for proc in procs:
         by_service.setdefault(proc.service, []).append(
-            {"targets": [f"127.0.0.1:{proc.port}"],
-             "labels": {"service": proc.service, "replica": str(proc.replica)}})
+            {
+                "targets": [f"127.0.0.1:{proc.port}"],
+                "labels": {"service": proc.service, "replica": str(proc.replica)},
+            }
+        )
     for old in targets_dir.glob("*.json"):
         if old.stem not in by_service:
             old.unlink()
@@ -77,19 +91,30 @@ def binary(settings: DeploySettings) -> str:
     if found is None:
         raise RuntimeError(
             f"`{settings.prometheus_binary}` is not installed: run deploy/local/install-prometheus.sh "
-            "(apt-get install prometheus, as root) or set K2_PROMETHEUS_PORT=0 to run without it")
+            "(apt-get install prometheus, as root) or set K2_PROMETHEUS_PORT=0 to run without it"
+        )
     return found
 
 
 def program(settings: DeploySettings, config_file: Path) -> Program:
     root = home(settings)
     return Program(
-        "prometheus", "prometheus",
-        [binary(settings), f"--config.file={config_file}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{settings.prometheus_port}", "--web.enable-lifecycle",
-         "--storage.tsdb.retention.time=7d", f"--web.console.templates={root / 'consoles'}",
-         f"--web.console.libraries={root / 'console_libraries'}"],
-        {}, priority=50, stopwaitsecs=30)
+        "prometheus",
+        "prometheus",
+        [
+            binary(settings),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=7d",
+            f"--web.console.templates={root / 'consoles'}",
+            f"--web.console.libraries={root / 'console_libraries'}",
+        ],
+        {},
+        priority=50,
+        stopwaitsecs=30,
+    )
 
 
 def url(settings: DeploySettings) -> str:

@@ -40,8 +40,12 @@ class GroupLag:
 async def consumer_lag(bootstrap: str, timeout_ms: int = 5000) -> list[GroupLag]:
     """Lag of every consumer group that has committed offsets, per (group, topic)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, request_timeout_ms=timeout_ms)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        request_timeout_ms=timeout_ms,
+    )
     await admin.start()
     await consumer.start()
     try:
@@ -58,8 +62,15 @@ async def consumer_lag(bootstrap: str, timeout_ms: int = 5000) -> list[GroupLag]
             for tp in committed[group]:
                 per_topic.setdefault(tp.topic, []).append(tp)
             for topic, tps in sorted(per_topic.items()):
-                rows.append(GroupLag(group, topic, len(tps), sum(committed[group][tp] for tp in tps),
-                                     sum(ends.get(tp, 0) for tp in tps)))
+                rows.append(
+                    GroupLag(
+                        group,
+                        topic,
+                        len(tps),
+                        sum(committed[group][tp] for tp in tps),
+                        sum(ends.get(tp, 0) for tp in tps),
+                    )
+                )
         return rows
     finally:
         with contextlib.suppress(Exception):

@@ -26,8 +26,10 @@ from services.common.tables import NAMESPACE, SILVER_TRADES, bronze_table, gold_
 
 def day_filter(column: str, day: date) -> BooleanExpression:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return And(GreaterThanOrEqual(column, start.isoformat()),
-               LessThan(column, (start + timedelta(days=1)).isoformat()))
+    return And(
+        GreaterThanOrEqual(column, start.isoformat()),
+        LessThan(column, (start + timedelta(days=1)).isoformat()),
+    )
 
 
 def export_bronze(settings: K2Settings, day: date, out: Path, exchanges: list[str]) -> int:
@@ -35,15 +37,22 @@ def export_bronze(settings: K2Settings, day: date, out: Path, exchanges: list[st
     rows: list[dict] = []
     for exchange in exchanges:
         table = catalog.load_table(f"{NAMESPACE}.{bronze_table(exchange)}")
-        scan = table.scan(row_filter=day_filter("received_at", day),
-                          selected_fields=("received_at_ns", "connection_id", "frame_seq", "kind", "frame"))
+        scan = table.scan(
+            row_filter=day_filter("received_at", day),
+            selected_fields=("received_at_ns", "connection_id", "frame_seq", "kind", "frame"),
+        )
         rows += [{**row, "exchange": exchange} for row in scan.to_arrow().to_pylist()]
     rows.sort(key=lambda r: (r["received_at_ns"], r["connection_id"], r["frame_seq"]))
     opener = gzip.open if out.name.endswith(".gz") else open
     with opener(out, "wt", encoding="utf-8", newline="\n") as handle:
         for row in rows:
-            line = {"exchange": row["exchange"], "received_at": row["received_at_ns"], "frame": row["frame"],
-                    "connection_id": row["connection_id"], "seq": row["frame_seq"]}
+            line = {
+                "exchange": row["exchange"],
+                "received_at": row["received_at_ns"],
+                "frame": row["frame"],
+                "connection_id": row["connection_id"],
+                "seq": row["frame_seq"],
+            }
             if row["kind"] != "frame":
                 line["kind"] = row["kind"]
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")

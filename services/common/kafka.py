@@ -72,7 +72,8 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = TOPICS) -> 
         created: list[str] = []
         if missing:
             response = await admin.create_topics(
-                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs()) for spec in missing])
+                [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs()) for spec in missing]
+            )
             # create_topics reports per-topic errors in the response instead of raising.
             for topic, code, *rest in response.topic_errors:
                 if code == 0:
@@ -86,8 +87,12 @@ async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = TOPICS) -> 
         by_name = {item["topic"]: len(item["partitions"]) for item in described}
         for spec in old:
             if by_name.get(spec.name, spec.partitions) != spec.partitions:
-                log.warning("topic %s has %d partitions, the registry says %d",
-                            spec.name, by_name[spec.name], spec.partitions)
+                log.warning(
+                    "topic %s has %d partitions, the registry says %d",
+                    spec.name,
+                    by_name[spec.name],
+                    spec.partitions,
+                )
         return created
     finally:
         await admin.close()
@@ -108,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(wait_for_broker(settings.kafka_bootstrap, 30.0))
             created = asyncio.run(ensure_topics(settings.kafka_bootstrap))
-            print(f"created {len(created)} topic(s): {', '.join(created) or '-'}; "
-                  f"{len(TOPICS)} in the registry")
+            print(
+                f"created {len(created)} topic(s): {', '.join(created) or '-'}; {len(TOPICS)} in the registry"
+            )
     except (TimeoutError, KafkaConnectionError) as exc:
         print(f"error: {exc}")
         return 1

@@ -25,8 +25,24 @@ DEFAULT_METRICS_PORTS: dict[str, int] = {
 }
 
 # Latency buckets in seconds, from sub-millisecond to a minute (end-to-end paths reach seconds).
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                   30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
 BUILD_INFO = Info("k2_build", "K2 build and service identity")
 UP = Gauge("k2_service_up", "1 while the service's main loop runs", ["service"])

@@ -70,18 +70,30 @@ class DisconnectMarker:
     symbols: tuple[str, ...] = ()  # native symbols the lost connection carried
 
     def encode(self) -> bytes:
-        return orjson.dumps({"type": MARKER_TYPE, "exchange": self.exchange,
-                             "connection_id": self.connection_id,
-                             "new_connection_id": self.new_connection_id,
-                             "down_from_ns": self.down_from_ns, "down_to_ns": self.down_to_ns,
-                             "reason": self.reason, "symbols": list(self.symbols)})
+        return orjson.dumps(
+            {
+                "type": MARKER_TYPE,
+                "exchange": self.exchange,
+                "connection_id": self.connection_id,
+                "new_connection_id": self.new_connection_id,
+                "down_from_ns": self.down_from_ns,
+                "down_to_ns": self.down_to_ns,
+                "reason": self.reason,
+                "symbols": list(self.symbols),
+            }
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> DisconnectMarker:
         data = orjson.loads(payload)
         if not isinstance(data, dict) or data.get("type") != MARKER_TYPE:
             raise ValueError("not a K2 disconnect marker")
-        return cls(exchange=data["exchange"], connection_id=data["connection_id"],
-                   new_connection_id=data["new_connection_id"], down_from_ns=int(data["down_from_ns"]),
-                   down_to_ns=int(data["down_to_ns"]), reason=str(data.get("reason", "")),
-                   symbols=tuple(data.get("symbols", ())))
+        return cls(
+            exchange=data["exchange"],
+            connection_id=data["connection_id"],
+            new_connection_id=data["new_connection_id"],
+            down_from_ns=int(data["down_from_ns"]),
+            down_to_ns=int(data["down_to_ns"]),
+            reason=str(data.get("reason", "")),
+            symbols=tuple(data.get("symbols", ())),
+        )

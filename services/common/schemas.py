@@ -80,7 +80,6 @@ class _Record:
         return cls.from_dict(data)
 
 
-
 @dataclass(slots=True)
 class Trade(_Record):
     """A normalized trade (silver). Natural key: (exchange, symbol, trade_id)."""

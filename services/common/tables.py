@@ -48,8 +48,13 @@ BRONZE_SCHEMA = Schema(
     _req(7, "kafka_topic", StringType()),
     _req(8, "kafka_partition", IntegerType()),
     _req(9, "kafka_offset", LongType()),
-    _opt(10, "frame_bytes", BinaryType(), "the frame bytes, set only when they are not valid UTF-8 "
-         "(`frame` then holds them decoded with U+FFFD replacements)"),
+    _opt(
+        10,
+        "frame_bytes",
+        BinaryType(),
+        "the frame bytes, set only when they are not valid UTF-8 "
+        "(`frame` then holds them decoded with U+FFFD replacements)",
+    ),
 )
 BRONZE_PARTITION = PartitionSpec(PartitionField(1, 1000, DayTransform(), "received_day"))
 
@@ -139,9 +144,12 @@ SILVER_DLQ = "silver_dlq"
 
 TABLES: dict[str, TableSpec] = {
     **{bronze_table(ex): TableSpec(bronze_table(ex), BRONZE_SCHEMA, BRONZE_PARTITION) for ex in EXCHANGES},
-    SILVER_TRADES: TableSpec(SILVER_TRADES, SILVER_TRADES_SCHEMA, SILVER_TRADES_PARTITION,
-                             SILVER_TRADES_SORT),
+    SILVER_TRADES: TableSpec(
+        SILVER_TRADES, SILVER_TRADES_SCHEMA, SILVER_TRADES_PARTITION, SILVER_TRADES_SORT
+    ),
     SILVER_DLQ: TableSpec(SILVER_DLQ, SILVER_DLQ_SCHEMA, SILVER_DLQ_PARTITION),
-    **{gold_table(tf): TableSpec(gold_table(tf), GOLD_OHLCV_SCHEMA, GOLD_OHLCV_PARTITION, GOLD_OHLCV_SORT)
-       for tf in TIMEFRAMES},
+    **{
+        gold_table(tf): TableSpec(gold_table(tf), GOLD_OHLCV_SCHEMA, GOLD_OHLCV_PARTITION, GOLD_OHLCV_SORT)
+        for tf in TIMEFRAMES
+    },
 }

@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = LakewriterSettings()
     setup_logging(settings.log_level, "lakewriter")
     if args.command == "maintain":
-        writer = LakeWriter(open_catalog(settings), writer_id="maintenance",
-                            retries=settings.lakewriter_commit_retries)
-        report = Maintainer(writer, settings).run(args.table, compact=not args.no_compact,
-                                                  expire=not args.no_expire, orphans=not args.no_orphans)
+        writer = LakeWriter(
+            open_catalog(settings), writer_id="maintenance", retries=settings.lakewriter_commit_retries
+        )
+        report = Maintainer(writer, settings).run(
+            args.table, compact=not args.no_compact, expire=not args.no_expire, orphans=not args.no_orphans
+        )
         print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
         return 0
     if args.command == "ensure-tables":

@@ -37,32 +37,60 @@ class RawRecord:
     timestamp_ms: int = 0  # Kafka timestamp: the fallback received_at when headers are unusable
 
 
-
-
-
 def trade_row(trade: Trade) -> dict[str, Any]:
-    return {"exchange": trade.exchange, "symbol": trade.symbol, "exchange_symbol": trade.exchange_symbol,
-            "trade_id": trade.trade_id, "exchange_ts": trade.exchange_ts, "received_at": trade.received_at,
-            "price": trade.price, "quantity": trade.quantity, "quote_quantity": trade.quote_quantity,
-            "side": trade.side, "source_topic": trade.source_topic,
-            "source_partition": trade.source_partition, "source_offset": trade.source_offset}
+    return {
+        "exchange": trade.exchange,
+        "symbol": trade.symbol,
+        "exchange_symbol": trade.exchange_symbol,
+        "trade_id": trade.trade_id,
+        "exchange_ts": trade.exchange_ts,
+        "received_at": trade.received_at,
+        "price": trade.price,
+        "quantity": trade.quantity,
+        "quote_quantity": trade.quote_quantity,
+        "side": trade.side,
+        "source_topic": trade.source_topic,
+        "source_partition": trade.source_partition,
+        "source_offset": trade.source_offset,
+    }
 
 
 def candle_row(candle: Candle) -> dict[str, Any]:
-    return {"exchange": candle.exchange, "symbol": candle.symbol, "window_start": candle.window_start,
-            "window_end": candle.window_end, "open": candle.open, "high": candle.high, "low": candle.low,
-            "close": candle.close, "volume": candle.volume, "quote_volume": candle.quote_volume,
-            "trade_count": candle.trade_count, "vwap": candle.vwap, "buy_volume": candle.buy_volume,
-            "sell_volume": candle.sell_volume, "first_trade_ts": candle.first_trade_ts,
-            "last_trade_ts": candle.last_trade_ts, "revision": candle.revision}
+    return {
+        "exchange": candle.exchange,
+        "symbol": candle.symbol,
+        "window_start": candle.window_start,
+        "window_end": candle.window_end,
+        "open": candle.open,
+        "high": candle.high,
+        "low": candle.low,
+        "close": candle.close,
+        "volume": candle.volume,
+        "quote_volume": candle.quote_volume,
+        "trade_count": candle.trade_count,
+        "vwap": candle.vwap,
+        "buy_volume": candle.buy_volume,
+        "sell_volume": candle.sell_volume,
+        "first_trade_ts": candle.first_trade_ts,
+        "last_trade_ts": candle.last_trade_ts,
+        "revision": candle.revision,
+    }
 
 
 def dead_letter_row(dead: DeadLetter, kafka_partition: int = -1, kafka_offset: int = -1) -> dict[str, Any]:
-    return {"received_at": dead.received_at, "exchange": dead.exchange, "reason": dead.reason,
-            "detail": dead.detail, "payload": dead.payload, "element_index": dead.element_index,
-            "source_topic": dead.source_topic, "source_partition": dead.source_partition,
-            "source_offset": dead.source_offset, "kafka_partition": kafka_partition,
-            "kafka_offset": kafka_offset}
+    return {
+        "received_at": dead.received_at,
+        "exchange": dead.exchange,
+        "reason": dead.reason,
+        "detail": dead.detail,
+        "payload": dead.payload,
+        "element_index": dead.element_index,
+        "source_topic": dead.source_topic,
+        "source_partition": dead.source_partition,
+        "source_offset": dead.source_offset,
+        "kafka_partition": kafka_partition,
+        "kafka_offset": kafka_offset,
+    }
 
 
 def raw_row(record: RawRecord) -> dict[str, Any]:
@@ -70,17 +98,30 @@ def raw_row(record: RawRecord) -> dict[str, Any]:
     bytes (`frame_bytes`), with a lossy text in `frame` so the required column stays readable."""
     try:
         headers = RawHeaders.from_kafka(record.headers)
-        received_ns, connection, seq, kind = (headers.received_at_ns, headers.connection_id, headers.seq,
-                                              headers.kind)
+        received_ns, connection, seq, kind = (
+            headers.received_at_ns,
+            headers.connection_id,
+            headers.seq,
+            headers.kind,
+        )
     except ValueError:
         received_ns, connection, seq, kind = record.timestamp_ms * 1_000_000, "", -1, KIND_FRAME
     try:
         text, raw = record.value.decode("utf-8"), None
     except UnicodeDecodeError:
         text, raw = record.value.decode("utf-8", "replace"), record.value
-    return {"received_at": received_ns // 1000, "received_at_ns": received_ns, "connection_id": connection,
-            "frame_seq": seq, "kind": kind, "frame": text, "kafka_topic": record.topic,
-            "kafka_partition": record.partition, "kafka_offset": record.offset, "frame_bytes": raw}
+    return {
+        "received_at": received_ns // 1000,
+        "received_at_ns": received_ns,
+        "connection_id": connection,
+        "frame_seq": seq,
+        "kind": kind,
+        "frame": text,
+        "kafka_topic": record.topic,
+        "kafka_partition": record.partition,
+        "kafka_offset": record.offset,
+        "frame_bytes": raw,
+    }
 
 
 _TRADE_FIELDS = tuple(f.name for f in dataclass_fields(Trade))
@@ -134,8 +175,9 @@ def to_arrow(rows: Sequence[dict[str, Any]], schema: Schema) -> pa.Table:
     not fit (e.g. more than 18 fractional digits) raises pa.ArrowInvalid; see `to_arrow_lenient`.
     """
     target = arrow_schema(schema)
-    text_schema = pa.schema([pa.field(f.name, pa.string(), f.nullable) if pa.types.is_decimal(f.type) else f
-                             for f in target])
+    text_schema = pa.schema(
+        [pa.field(f.name, pa.string(), f.nullable) if pa.types.is_decimal(f.type) else f for f in target]
+    )
     try:  # fast path (silver): decimals arrive as text; Arrow builds the table from the dicts in C++
         table = pa.Table.from_pylist(list(rows), schema=text_schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
@@ -160,8 +202,11 @@ def to_arrow(rows: Sequence[dict[str, Any]], schema: Schema) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=target)
 
 
-def to_arrow_lenient(rows: Sequence[dict[str, Any]], schema: Schema,
-                     reject: Callable[[dict[str, Any], Exception], None] | None = None) -> pa.Table:
+def to_arrow_lenient(
+    rows: Sequence[dict[str, Any]],
+    schema: Schema,
+    reject: Callable[[dict[str, Any], Exception], None] | None = None,
+) -> pa.Table:
     """Like to_arrow, but rows that cannot be represented are passed to `reject` and left out."""
     try:
         return to_arrow(rows, schema)
@@ -172,8 +217,14 @@ def to_arrow_lenient(rows: Sequence[dict[str, Any]], schema: Schema,
         try:
             to_arrow([row], schema)
             good.append(row)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError,
-                ArithmeticError) as exc:
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            ArithmeticError,
+        ) as exc:
             if reject is not None:
                 reject(row, exc)
             else:
@@ -192,5 +243,16 @@ def latest_candles(candles: Iterable[Candle]) -> list[Candle]:
     return list(best.values())
 
 
-__all__ = ["RawRecord", "arrow_schema", "candle_row", "dead_letter_row", "decimal_array", "latest_candles",
-           "raw_row", "to_arrow", "to_arrow_lenient", "trade_row", "trade_row_from_json"]
+__all__ = [
+    "RawRecord",
+    "arrow_schema",
+    "candle_row",
+    "dead_letter_row",
+    "decimal_array",
+    "latest_candles",
+    "raw_row",
+    "to_arrow",
+    "to_arrow_lenient",
+    "trade_row",
+    "trade_row_from_json",
+]

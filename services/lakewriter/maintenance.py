@@ -62,10 +62,13 @@ class Report:
 
     def summary(self) -> str:
         busy = [t for t in self.tables if t.any()]
-        parts = [f"{t.table}: compacted {t.files_compacted} file(s) of {t.partitions_compacted} partition(s) "
-                 f"into {t.files_written}, expired {t.snapshots_expired} snapshot(s)"
-                 f"{' (after a checkpoint)' if t.checkpoint else ''}, removed {t.orphans_removed} orphan "
-                 f"file(s) ({t.orphan_bytes} bytes)" for t in busy]
+        parts = [
+            f"{t.table}: compacted {t.files_compacted} file(s) of {t.partitions_compacted} partition(s) "
+            f"into {t.files_written}, expired {t.snapshots_expired} snapshot(s)"
+            f"{' (after a checkpoint)' if t.checkpoint else ''}, removed {t.orphans_removed} orphan "
+            f"file(s) ({t.orphan_bytes} bytes)"
+            for t in busy
+        ]
         return f"{len(self.tables)} table(s) in {self.seconds:.1f}s; " + ("; ".join(parts) or "nothing to do")
 
     def as_dict(self) -> dict[str, Any]:
@@ -77,8 +80,9 @@ class Maintainer:
         self.writer = writer
         self.settings = settings or LakewriterSettings()
 
-    def run(self, tables: list[str] | None = None, compact: bool = True, expire: bool = True,
-            orphans: bool = True) -> Report:
+    def run(
+        self, tables: list[str] | None = None, compact: bool = True, expire: bool = True, orphans: bool = True
+    ) -> Report:
         started = time.monotonic()
         report = Report()
         for name in tables or list(TABLES):
@@ -118,7 +122,7 @@ class Maintainer:
                 written = self._rewrite(table, list(groups.values()))
             except (CommitFailedException, OperationalError):
                 metrics.CONFLICTS.labels(name).inc()
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                time.sleep(min(0.05 * 2**attempt, 1.0))
                 continue
             report.partitions_compacted += len(groups)
             report.files_compacted += sum(len(v) for v in groups.values())
@@ -141,8 +145,9 @@ class Maintainer:
                     data = data.sort_by([(n, "ascending") for n in sort_names])
                 for task in tasks:
                     rewrite.delete_data_file(task.file)
-                for data_file in _dataframe_to_data_files(metadata, data, table.io,
-                                                          write_uuid=rewrite.commit_uuid):
+                for data_file in _dataframe_to_data_files(
+                    metadata, data, table.io, write_uuid=rewrite.commit_uuid
+                ):
                     rewrite.append_data_file(data_file)
                     written += 1
         self.writer._tables[table.name()[-1]] = tx.commit_transaction()
@@ -167,7 +172,7 @@ class Maintainer:
                 table.maintenance.expire_snapshots().by_ids(sorted(doomed)).commit()
             except (CommitFailedException, OperationalError):
                 metrics.CONFLICTS.labels(name).inc()
-                time.sleep(min(0.05 * 2 ** attempt, 1.0))
+                time.sleep(min(0.05 * 2**attempt, 1.0))
                 continue
             report.snapshots_expired += len(doomed)
             self.writer._tables[name] = table.refresh()

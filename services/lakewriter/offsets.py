@@ -35,8 +35,11 @@ def decode(text: str | None) -> dict[TP, int]:
     if not text:
         return {}
     nested = json.loads(text)
-    return {(topic, int(partition)): int(offset)
-            for topic, partitions in nested.items() for partition, offset in partitions.items()}
+    return {
+        (topic, int(partition)): int(offset)
+        for topic, partitions in nested.items()
+        for partition, offset in partitions.items()
+    }
 
 
 def summary_properties(offsets: Mapping[TP, int], writer: str = "", complete: bool = False) -> dict[str, str]:

@@ -45,8 +45,17 @@ def _raw(exchange: str) -> Decoder:
     table = bronze_table(exchange)
 
     def decode(record: Any) -> tuple[str, dict[str, Any]]:
-        return table, raw_row(RawRecord(record.topic, record.partition, record.offset, record.value or b"",
-                                        record.headers, record.timestamp or 0))
+        return table, raw_row(
+            RawRecord(
+                record.topic,
+                record.partition,
+                record.offset,
+                record.value or b"",
+                record.headers,
+                record.timestamp or 0,
+            )
+        )
+
     return decode
 
 

@@ -54,10 +54,13 @@ class LakewriterService:
         self.routes: dict[str, Route] = routes(self.settings.lakewriter_topics)
         self.writer_id = f"{socket.gethostname()}:{os.getpid()}"
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iceberg")
-        self.writer = LakeWriter(open_catalog(self.settings), writer_id=self.writer_id,
-                                 retries=self.settings.lakewriter_commit_retries,
-                                 target_file_bytes=self.settings.lakewriter_target_file_mb * 1024 * 1024,
-                                 faults=Faults(self.settings.lakewriter_fault))
+        self.writer = LakeWriter(
+            open_catalog(self.settings),
+            writer_id=self.writer_id,
+            retries=self.settings.lakewriter_commit_retries,
+            target_file_bytes=self.settings.lakewriter_target_file_mb * 1024 * 1024,
+            faults=Faults(self.settings.lakewriter_fault),
+        )
         self.faults = self.writer.faults
         self.consumer: AIOKafkaConsumer | None = None
         self.assigned: set[TP] = set()
@@ -125,8 +128,10 @@ class LakewriterService:
                 log.info("%s:%d: resuming at offset %d (from the table)", tp[0], tp[1], start)
         if from_start:
             await self.consumer.seek_to_beginning(*from_start)
-            log.info("no offset in the table(s) for %s: starting at the beginning",
-                     ", ".join(f"{tp.topic}:{tp.partition}" for tp in from_start))
+            log.info(
+                "no offset in the table(s) for %s: starting at the beginning",
+                ", ".join(f"{tp.topic}:{tp.partition}" for tp in from_start),
+            )
 
     # -- consuming ----------------------------------------------------------------------------------
 
@@ -140,8 +145,9 @@ class LakewriterService:
             table, row = route.decode(record)
         except (ValueError, TypeError, KeyError) as exc:
             metrics.REJECTED.labels(record.topic, "undecodable").inc()
-            log.warning("%s:%d@%d not decodable, skipped: %s", record.topic, record.partition, record.offset,
-                        exc)
+            log.warning(
+                "%s:%d@%d not decodable, skipped: %s", record.topic, record.partition, record.offset, exc
+            )
             return
         expected = self.expected[table].get(tp)
         if expected is not None and record.offset < expected:
@@ -154,12 +160,18 @@ class LakewriterService:
     def _due(self) -> bool:
         if self.buffered_rows >= self.settings.lakewriter_batch_rows:
             return True
-        if self.batch_started is not None and \
-                time.monotonic() - self.batch_started >= self.settings.lakewriter_batch_seconds:
+        if (
+            self.batch_started is not None
+            and time.monotonic() - self.batch_started >= self.settings.lakewriter_batch_seconds
+        ):
             return True
         now = time.monotonic()
-        return any(now - self.last_commit.get(t, now) >= self.settings.lakewriter_idle_commit_seconds
-                   and self._idle_advance(t) for r in self.routes.values() for t in r.tables)
+        return any(
+            now - self.last_commit.get(t, now) >= self.settings.lakewriter_idle_commit_seconds
+            and self._idle_advance(t)
+            for r in self.routes.values()
+            for t in r.tables
+        )
 
     def _idle_advance(self, table: str) -> dict[TP, int]:
         topic_tables = {t: r for r in self.routes.values() for t in r.tables}
@@ -179,15 +191,20 @@ class LakewriterService:
         for route in self.routes.values():
             for table in route.tables:
                 parts = self.buffers.get(table, {})
-                idle = force or now - self.last_commit.setdefault(table, now) >= \
-                    self.settings.lakewriter_idle_commit_seconds
+                idle = (
+                    force
+                    or now - self.last_commit.setdefault(table, now)
+                    >= self.settings.lakewriter_idle_commit_seconds
+                )
                 end = {tp: self.seen[tp] for tp in parts if tp in self.seen}
                 if idle:
                     end.update(self._idle_advance(table))
                 if not end:
                     continue
-                rows = {tp: dedupe_candles(part) if route.upsert else [row for _, row in part]
-                        for tp, part in parts.items()}
+                rows = {
+                    tp: dedupe_candles(part) if route.upsert else [row for _, row in part]
+                    for tp, part in parts.items()
+                }
                 expected = {tp: self.expected[table].get(tp) for tp in end}
                 batches.append(Batch(table, rows=rows, end=end, expected=expected))
                 for tp, offset in end.items():  # optimistic: the next batch continues from here
@@ -217,8 +234,15 @@ class LakewriterService:
         now = time.monotonic()
         for result in results:
             self.last_commit[result.table] = now
-            log.debug("committed %s: %d row(s), %d file(s), %.3fs, %d attempt(s), offsets %s", result.table,
-                      result.rows, result.files, result.seconds, result.attempts, result.offsets)
+            log.debug(
+                "committed %s: %d row(s), %d file(s), %.3fs, %d attempt(s), offsets %s",
+                result.table,
+                result.rows,
+                result.files,
+                result.seconds,
+                result.attempts,
+                result.offsets,
+            )
             self.reseek |= {tp for tp in result.fenced if tp in self.assigned}
         await self._commit_kafka()
         self.faults.point("after_kafka_commit")
@@ -252,16 +276,20 @@ class LakewriterService:
         settings = self.settings
         await wait_for_broker(settings.kafka_bootstrap)
         await ensure_topics(settings.kafka_bootstrap, [TOPICS_BY_NAME[t] for t in self.routes])
-        await self._iceberg(self.writer.ensure_tables,
-                            [t for r in self.routes.values() for t in r.tables])
+        await self._iceberg(self.writer.ensure_tables, [t for r in self.routes.values() for t in r.tables])
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=settings.lakewriter_group_id,
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.lakewriter_group_id,
             group_instance_id=settings.lakewriter_instance_id or None,
             client_id=f"k2-lakewriter-{os.getpid()}",
-            enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
             session_timeout_ms=settings.lakewriter_session_timeout_ms,
             heartbeat_interval_ms=max(1000, settings.lakewriter_session_timeout_ms // 3),
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
         await self.consumer.start()
         self.consumer.subscribe(list(self.routes), listener=_Listener(self))
         maintainer = Maintainer(self.writer, settings)
@@ -269,7 +297,8 @@ class LakewriterService:
         try:
             while not self.stopping.is_set():
                 batch = await self.consumer.getmany(
-                    timeout_ms=200, max_records=max(1, min(20_000, settings.lakewriter_batch_rows)))
+                    timeout_ms=200, max_records=max(1, min(20_000, settings.lakewriter_batch_rows))
+                )
                 for records in batch.values():
                     for record in records:
                         self.route(record)

@@ -102,8 +102,14 @@ class CommitResult:
 class LakeWriter:
     """Commits batches to the lake's tables. Not thread-safe: call it from one thread at a time."""
 
-    def __init__(self, catalog: Catalog, writer_id: str = "", retries: int = 20,
-                 target_file_bytes: int | None = None, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        writer_id: str = "",
+        retries: int = 20,
+        target_file_bytes: int | None = None,
+        faults: Faults | None = None,
+    ) -> None:
         self.catalog = catalog
         self.writer_id = writer_id
         self.retries = max(1, retries)
@@ -153,10 +159,13 @@ class LakeWriter:
             table = self.catalog.load_table(spec.identifier)
         except NoSuchTableError:
             try:
-                table = self.catalog.create_table(spec.identifier, schema=spec.schema,
-                                                  partition_spec=spec.partition_spec,
-                                                  sort_order=spec.sort_order or _unsorted(),
-                                                  properties=props)
+                table = self.catalog.create_table(
+                    spec.identifier,
+                    schema=spec.schema,
+                    partition_spec=spec.partition_spec,
+                    sort_order=spec.sort_order or _unsorted(),
+                    properties=props,
+                )
                 log.info("created table %s", spec.identifier)
             except TableAlreadyExistsError:  # another replica was faster
                 table = self.catalog.load_table(spec.identifier)
@@ -187,7 +196,7 @@ class LakeWriter:
         raise CommitFailedException(f"could not evolve {table.name()}")
 
     def _backoff_reload(self, table: Table, attempt: int) -> Table:
-        time.sleep(min(0.05 * 2 ** attempt, 1.0))
+        time.sleep(min(0.05 * 2**attempt, 1.0))
         return table.refresh()
 
     def table(self, name: str, refresh: bool = True) -> Table:
@@ -223,9 +232,16 @@ class LakeWriter:
                         dropped = len(rows.pop(tp, ()))
                         end.pop(tp)
                         metrics.FENCED.labels(batch.table).inc(dropped)
-                        log.warning("%s: %s:%d is at %s in the table, expected %s: another writer owns it; "
-                                    "dropping %d buffered row(s)", batch.table, tp[0], tp[1],
-                                    recorded.get(tp), batch.expected.get(tp), dropped)
+                        log.warning(
+                            "%s: %s:%d is at %s in the table, expected %s: another writer owns it; "
+                            "dropping %d buffered row(s)",
+                            batch.table,
+                            tp[0],
+                            tp[1],
+                            recorded.get(tp),
+                            batch.expected.get(tp),
+                            dropped,
+                        )
             if not end:
                 break
             try:
@@ -279,14 +295,19 @@ class LakeWriter:
         keys = _key_columns(table)
         starts = data.column("window_start")
         low, high = pc.min(starts).as_py(), pc.max(starts).as_py()
-        existing = table.scan(row_filter=And(GreaterThanOrEqual("window_start", low.isoformat()),
-                                             LessThanOrEqual("window_start", high.isoformat())),
-                              selected_fields=(*keys, "revision")).to_arrow()
+        existing = table.scan(
+            row_filter=And(
+                GreaterThanOrEqual("window_start", low.isoformat()),
+                LessThanOrEqual("window_start", high.isoformat()),
+            ),
+            selected_fields=(*keys, "revision"),
+        ).to_arrow()
         if existing.num_rows == 0:
             return data, None
         stored = existing.group_by(keys).aggregate([("revision", "max")])
         joined = data.append_column("_row", pa.array(range(data.num_rows), pa.int64())).join(
-            stored, keys=keys, join_type="left outer")
+            stored, keys=keys, join_type="left outer"
+        )
         stale = pc.fill_null(pc.less(joined.column("revision"), joined.column("revision_max")), False)
         drop = set(joined.filter(stale).column("_row").to_pylist())
         if drop:
@@ -313,6 +334,7 @@ def _unsorted() -> Any:
 
 # -- convenience API (tests, tools, other services' fixtures) ---------------------------------------
 
+
 def _tp_offsets(offsets: Mapping[int, int] | None, topic: str) -> dict[TP, int]:
     return {(topic, int(p)): int(o) for p, o in (offsets or {}).items()}
 
@@ -322,8 +344,9 @@ def ensure_tables(catalog: Catalog, names: Iterable[str] | None = None) -> list[
     return LakeWriter(catalog).ensure_tables(names)
 
 
-def _commit(catalog: Catalog, table: str, rows: list[dict[str, Any]], topic: str,
-            offsets: Mapping[int, int] | None) -> CommitResult:
+def _commit(
+    catalog: Catalog, table: str, rows: list[dict[str, Any]], topic: str, offsets: Mapping[int, int] | None
+) -> CommitResult:
     writer = LakeWriter(catalog)
     writer.ensure_tables([table])
     end = _tp_offsets(offsets, topic)
@@ -336,25 +359,35 @@ def _commit_plain(writer: LakeWriter, table: str, rows: list[dict[str, Any]]) ->
     t = writer.table(table)
     snapshot = writer._write(t, rows, {})
     summary = snapshot.summary if snapshot is not None else None
-    return CommitResult(table, rows=int(summary["added-records"] or 0) if summary else 0,
-                        snapshot_id=snapshot.snapshot_id if snapshot else None, attempts=1)
+    return CommitResult(
+        table,
+        rows=int(summary["added-records"] or 0) if summary else 0,
+        snapshot_id=snapshot.snapshot_id if snapshot else None,
+        attempts=1,
+    )
 
 
-def append_trades(catalog: Catalog, trades: Iterable[Trade], offsets: Mapping[int, int] | None = None,
-                  topic: str = TRADES) -> CommitResult:
+def append_trades(
+    catalog: Catalog, trades: Iterable[Trade], offsets: Mapping[int, int] | None = None, topic: str = TRADES
+) -> CommitResult:
     """Append trades to silver_trades in one snapshot; offsets = {partition: next offset} of `topic`."""
     return _commit(catalog, SILVER_TRADES, [trade_row(t) for t in trades], topic, offsets)
 
 
-def append_dead_letters(catalog: Catalog, dead: Iterable[DeadLetter | tuple[DeadLetter, int, int]],
-                        offsets: Mapping[int, int] | None = None, topic: str = TRADES_DLQ) -> CommitResult:
+def append_dead_letters(
+    catalog: Catalog,
+    dead: Iterable[DeadLetter | tuple[DeadLetter, int, int]],
+    offsets: Mapping[int, int] | None = None,
+    topic: str = TRADES_DLQ,
+) -> CommitResult:
     """Append dead letters (optionally with their own DLQ partition/offset) to silver_dlq."""
     rows = [dead_letter_row(*item) if isinstance(item, tuple) else dead_letter_row(item) for item in dead]
     return _commit(catalog, SILVER_DLQ, rows, topic, offsets)
 
 
-def upsert_candles(catalog: Catalog, candles: Iterable[Candle], offsets: Mapping[int, int] | None = None,
-                   topic: str = OHLCV) -> list[CommitResult]:
+def upsert_candles(
+    catalog: Catalog, candles: Iterable[Candle], offsets: Mapping[int, int] | None = None, topic: str = OHLCV
+) -> list[CommitResult]:
     """Write candles to gold_ohlcv_<tf>: one row per candle, the latest revision wins (one commit/table)."""
     by_tf: dict[str, list[dict[str, Any]]] = {}
     for candle in latest_candles(candles):
@@ -362,10 +395,12 @@ def upsert_candles(catalog: Catalog, candles: Iterable[Candle], offsets: Mapping
     return [_commit(catalog, gold_table(tf), rows, topic, offsets) for tf, rows in sorted(by_tf.items())]
 
 
-def append_raw(catalog: Catalog, exchange: str, records: Iterable[RawRecord],
-               offsets: Mapping[int, int] | None = None) -> CommitResult:
+def append_raw(
+    catalog: Catalog, exchange: str, records: Iterable[RawRecord], offsets: Mapping[int, int] | None = None
+) -> CommitResult:
     """Append raw-topic records (frames byte-exact) to bronze_<exchange>_trades."""
     if exchange not in EXCHANGES:
         raise ValueError(f"unknown exchange {exchange!r}")
-    return _commit(catalog, bronze_table(exchange), [raw_row(r) for r in records], RAW_TOPICS[exchange],
-                   offsets)
+    return _commit(
+        catalog, bronze_table(exchange), [raw_row(r) for r in records], RAW_TOPICS[exchange], offsets
+    )

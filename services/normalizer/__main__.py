@@ -16,8 +16,9 @@ def main() -> None:
     normalizer = Normalizer(settings)
     serve_metrics("normalizer", settings.metrics_port, settings.metrics_host)
     UP.labels("normalizer").set(1)
-    worker = faust.Worker(normalizer.app, loglevel=settings.log_level, redirect_stdouts=False,
-                          override_logging=False)
+    worker = faust.Worker(
+        normalizer.app, loglevel=settings.log_level, redirect_stdouts=False, override_logging=False
+    )
     worker.execute_from_commandline()
 
 

@@ -41,8 +41,15 @@ def _record(event: Any) -> Record:
     headers = message.headers
     if isinstance(headers, dict):
         headers = list(headers.items())
-    return Record(message.topic, message.partition, message.offset, message.key, message.value,
-                  list(headers or ()), int(message.timestamp * 1000))
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        list(headers or ()),
+        int(message.timestamp * 1000),
+    )
 
 
 class Normalizer:
@@ -51,8 +58,9 @@ class Normalizer:
     def __init__(self, settings: NormalizerSettings) -> None:
         self.settings = settings
         app_id = settings.normalizer_app_id
-        worker = (settings.normalizer_worker_id
-                  or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        worker = (
+            settings.normalizer_worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
         datadir = settings.resolved_data_dir / "normalizer" / app_id
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
@@ -91,8 +99,9 @@ class Normalizer:
         await self.parse_sender.start()
         await self.dedup_sender.start()
         await self.store.start()
-        log.info("normalizer %s: transactional producers and dedup store ready",
-                 self.settings.normalizer_app_id)
+        log.info(
+            "normalizer %s: transactional producers and dedup store ready", self.settings.normalizer_app_id
+        )
 
     async def _run(self, stage: Any, events: list[Any], name: str) -> None:
         await self.ensure_started()
@@ -109,10 +118,12 @@ class Normalizer:
 
     def _wire(self) -> None:
         app, settings = self.app, self.settings
-        raw = app.topic(*RAW_TOPICS.values(), key_serializer="raw", value_serializer="raw",
-                        partitions=RAW_PARTITIONS)
-        parsed = app.topic(TRADES_PARSED, key_serializer="raw", value_serializer="raw",
-                           partitions=TRADE_PARTITIONS)
+        raw = app.topic(
+            *RAW_TOPICS.values(), key_serializer="raw", value_serializer="raw", partitions=RAW_PARTITIONS
+        )
+        parsed = app.topic(
+            TRADES_PARSED, key_serializer="raw", value_serializer="raw", partitions=TRADE_PARTITIONS
+        )
         batch, within = settings.normalizer_batch_max, settings.normalizer_batch_within_ms / 1000
 
         @app.agent(raw, name="parse")
@@ -128,8 +139,9 @@ class Normalizer:
         @app.on_partitions_revoked.connect
         async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             self.store.drop({tp.partition for tp in revoked if tp.topic == TRADES_PARSED})
-            self.parse_stage.sequences.drop_partitions({tp.partition for tp in revoked
-                                                        if tp.topic in RAW_TOPICS.values()})
+            self.parse_stage.sequences.drop_partitions(
+                {tp.partition for tp in revoked if tp.topic in RAW_TOPICS.values()}
+            )
 
         @app.timer(5.0)
         async def report_lag() -> None:

@@ -109,8 +109,14 @@ class SymbolState:
     def decode(cls, payload: bytes, horizon: int, sequential: bool) -> SymbolState:
         data = orjson.loads(payload)
         recent = deque(str(x) for x in data.get("r", ()))
-        return cls(horizon=horizon, sequential=sequential, starts=[int(x) for x in data["s"]],
-                   ends=[int(x) for x in data["e"]], recent=recent, recent_set=set(recent))
+        return cls(
+            horizon=horizon,
+            sequential=sequential,
+            starts=[int(x) for x in data["s"]],
+            ends=[int(x) for x in data["e"]],
+            recent=recent,
+            recent_set=set(recent),
+        )
 
 
 def new_state(exchange: str, horizon: int) -> SymbolState:

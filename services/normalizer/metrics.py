@@ -6,29 +6,58 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.metrics import LATENCY_BUCKETS
 
-FRAMES_IN = Counter("k2_normalizer_frames_in_total", "Raw records consumed, by exchange and outcome "
-                    "(trades, control, rejected, marker)", ["exchange", "kind"])
-CONTROL_FRAMES = Counter("k2_normalizer_control_frames_total", "Control frames recognised (acks, "
-                         "heartbeats, status, subscriptions, errors)", ["exchange", "control"])
-TRADES_IN = Counter("k2_normalizer_trades_in_total", "Valid trades parsed from frames (before dedup)",
-                    ["exchange"])
-TRADES_OUT = Counter("k2_normalizer_trades_out_total", "Trades published to market.crypto.trades",
-                     ["exchange"])
-DEAD_LETTERS = Counter("k2_normalizer_dead_letters_total", "Dead letters sent, by reason",
-                       ["exchange", "reason"])
-DUPLICATES = Counter("k2_normalizer_duplicates_dropped_total", "Trades dropped as already published "
-                     "(natural key), by exchange; reason=horizon when older than the dedup horizon",
-                     ["exchange", "reason"])
-GAPS = Counter("k2_normalizer_gaps_total", "Gaps reported (sequence holes, feed disconnects)",
-               ["exchange", "kind"])
-MISSING = Counter("k2_normalizer_gap_missing_total", "Trade ids / sequence numbers reported missing",
-                  ["exchange"])
-EXCHANGE_LATENCY = Histogram("k2_normalizer_exchange_to_normalized_seconds", "exchange_ts → published",
-                             ["exchange"], buckets=LATENCY_BUCKETS)
-RECEIVED_LATENCY = Histogram("k2_normalizer_received_to_normalized_seconds", "received_at → published",
-                             ["exchange"], buckets=LATENCY_BUCKETS)
-BATCH_SECONDS = Histogram("k2_normalizer_batch_seconds", "Processing + transaction time of one batch",
-                          ["stage"], buckets=LATENCY_BUCKETS)
-CONSUMER_LAG = Gauge("k2_normalizer_consumer_lag_messages", "Highwater − position per assigned partition",
-                     ["topic", "partition"])
+FRAMES_IN = Counter(
+    "k2_normalizer_frames_in_total",
+    "Raw records consumed, by exchange and outcome (trades, control, rejected, marker)",
+    ["exchange", "kind"],
+)
+CONTROL_FRAMES = Counter(
+    "k2_normalizer_control_frames_total",
+    "Control frames recognised (acks, heartbeats, status, subscriptions, errors)",
+    ["exchange", "control"],
+)
+TRADES_IN = Counter(
+    "k2_normalizer_trades_in_total", "Valid trades parsed from frames (before dedup)", ["exchange"]
+)
+TRADES_OUT = Counter(
+    "k2_normalizer_trades_out_total", "Trades published to market.crypto.trades", ["exchange"]
+)
+DEAD_LETTERS = Counter(
+    "k2_normalizer_dead_letters_total", "Dead letters sent, by reason", ["exchange", "reason"]
+)
+DUPLICATES = Counter(
+    "k2_normalizer_duplicates_dropped_total",
+    "Trades dropped as already published "
+    "(natural key), by exchange; reason=horizon when older than the dedup horizon",
+    ["exchange", "reason"],
+)
+GAPS = Counter(
+    "k2_normalizer_gaps_total", "Gaps reported (sequence holes, feed disconnects)", ["exchange", "kind"]
+)
+MISSING = Counter(
+    "k2_normalizer_gap_missing_total", "Trade ids / sequence numbers reported missing", ["exchange"]
+)
+EXCHANGE_LATENCY = Histogram(
+    "k2_normalizer_exchange_to_normalized_seconds",
+    "exchange_ts → published",
+    ["exchange"],
+    buckets=LATENCY_BUCKETS,
+)
+RECEIVED_LATENCY = Histogram(
+    "k2_normalizer_received_to_normalized_seconds",
+    "received_at → published",
+    ["exchange"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SECONDS = Histogram(
+    "k2_normalizer_batch_seconds",
+    "Processing + transaction time of one batch",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "k2_normalizer_consumer_lag_messages",
+    "Highwater − position per assigned partition",
+    ["topic", "partition"],
+)
 TRANSACTIONS = Counter("k2_normalizer_transactions_total", "Kafka transactions committed", ["stage"])

@@ -64,8 +64,16 @@ class ParseStage:
             except Exception as exc:  # never crash on input: the record becomes a dead letter
                 log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
                 exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
-                self._dead(outputs, record, exchange, record.timestamp_ms * 1000, "unknown_frame",
-                           f"normalizer error: {exc!r}", _text(record.value), -1)
+                self._dead(
+                    outputs,
+                    record,
+                    exchange,
+                    record.timestamp_ms * 1000,
+                    "unknown_frame",
+                    f"normalizer error: {exc!r}",
+                    _text(record.value),
+                    -1,
+                )
         return outputs
 
     async def run(self, records: list[Record]) -> None:
@@ -79,57 +87,114 @@ class ParseStage:
             headers = RawHeaders.from_kafka(record.headers)
         except ValueError as exc:
             m.FRAMES_IN.labels(exchange, "rejected").inc()
-            self._dead(outputs, record, exchange, record.timestamp_ms * 1000, "missing_field", str(exc),
-                       _text(record.value), -1)
+            self._dead(
+                outputs,
+                record,
+                exchange,
+                record.timestamp_ms * 1000,
+                "missing_field",
+                str(exc),
+                _text(record.value),
+                -1,
+            )
             return
         received_us = headers.received_at_ns // 1000
         value = record.value or b""
         if headers.kind == KIND_MARKER:
             self._marker(record, exchange, received_us, value, outputs)
             return
-        result = parse_frame(exchange, value, received_us,
-                             Lineage(record.topic, record.partition, record.offset), self.instruments)
+        result = parse_frame(
+            exchange,
+            value,
+            received_us,
+            Lineage(record.topic, record.partition, record.offset),
+            self.instruments,
+        )
         m.FRAMES_IN.labels(exchange, result.kind).inc()
         if result.control is not None and result.control != "empty":
             m.CONTROL_FRAMES.labels(exchange, result.control).inc()
         if result.sequence is not None:
             hole = self.sequences.observe(record.partition, headers.connection_id, result.sequence)
             if hole is not None:
-                gap = Gap(exchange=exchange, scope="connection", subject=headers.connection_id,
-                          kind="sequence", expected=hole.expected, received=hole.received,
-                          missing=hole.missing, detected_at=received_us)
+                gap = Gap(
+                    exchange=exchange,
+                    scope="connection",
+                    subject=headers.connection_id,
+                    kind="sequence",
+                    expected=hole.expected,
+                    received=hole.received,
+                    missing=hole.missing,
+                    detected_at=received_us,
+                )
                 _gap(outputs, gap)
         if result.trades:
             m.TRADES_IN.labels(exchange).inc(len(result.trades))
             for trade in result.trades:
                 outputs.append((TRADES_PARSED, trade.key.encode(), trade.encode(), None))
         for rej in result.rejections:
-            self._dead(outputs, record, exchange, received_us, rej.reason, rej.detail, rej.payload,
-                       rej.element_index)
+            self._dead(
+                outputs, record, exchange, received_us, rej.reason, rej.detail, rej.payload, rej.element_index
+            )
 
-    def _marker(self, record: Record, exchange: str, received_us: int, value: bytes,
-                outputs: list[Output]) -> None:
+    def _marker(
+        self, record: Record, exchange: str, received_us: int, value: bytes, outputs: list[Output]
+    ) -> None:
         try:
             marker = DisconnectMarker.decode(value)
         except Exception as exc:
             m.FRAMES_IN.labels(exchange, "rejected").inc()
-            self._dead(outputs, record, exchange, received_us, "unknown_frame",
-                       f"bad disconnect marker: {exc!r}", _text(value), -1)
+            self._dead(
+                outputs,
+                record,
+                exchange,
+                received_us,
+                "unknown_frame",
+                f"bad disconnect marker: {exc!r}",
+                _text(value),
+                -1,
+            )
             return
         m.FRAMES_IN.labels(exchange, "marker").inc()
         self.sequences.reset(marker.connection_id)
-        _gap(outputs, Gap(exchange=exchange, scope="connection", subject=marker.connection_id,
-                          kind="disconnect", expected=None, received=None, missing=0,
-                          detected_at=received_us, down_from=marker.down_from_ns // 1000,
-                          down_to=marker.down_to_ns // 1000))
+        _gap(
+            outputs,
+            Gap(
+                exchange=exchange,
+                scope="connection",
+                subject=marker.connection_id,
+                kind="disconnect",
+                expected=None,
+                received=None,
+                missing=0,
+                detected_at=received_us,
+                down_from=marker.down_from_ns // 1000,
+                down_to=marker.down_to_ns // 1000,
+            ),
+        )
 
     @staticmethod
-    def _dead(outputs: list[Output], record: Record, exchange: str, received_us: int, reason: str,
-              detail: str, payload: str, index: int) -> None:
+    def _dead(
+        outputs: list[Output],
+        record: Record,
+        exchange: str,
+        received_us: int,
+        reason: str,
+        detail: str,
+        payload: str,
+        index: int,
+    ) -> None:
         m.DEAD_LETTERS.labels(exchange, reason).inc()
-        letter = DeadLetter(source_topic=record.topic, source_partition=record.partition,
-                            source_offset=record.offset, exchange=exchange, received_at=received_us,
-                            reason=reason, detail=detail, payload=payload, element_index=index)
+        letter = DeadLetter(
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            exchange=exchange,
+            received_at=received_us,
+            reason=reason,
+            detail=detail,
+            payload=payload,
+            element_index=index,
+        )
         outputs.append((TRADES_DLQ, letter.key.encode(), letter.encode(), None))
 
 
@@ -165,16 +230,31 @@ class DedupStage:
                 if not (isinstance(exchange, str) and isinstance(symbol, str) and isinstance(trade_id, str)):
                     raise TypeError("exchange, symbol and trade_id must be strings")
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                log.error("undecodable parsed record %s[%d]@%d: %r", record.topic, record.partition,
-                          record.offset, exc)  # only a foreign writer could put this here
+                log.error(
+                    "undecodable parsed record %s[%d]@%d: %r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )  # only a foreign writer could put this here
                 continue
             key = f"{exchange}:{symbol}"
             state = store.state(states, key, exchange)
             verdict = state.check(trade_id)
             if verdict.gap_expected is not None:
-                _gap(outputs, Gap(exchange=exchange, scope="symbol", subject=symbol, kind="sequence",
-                                  expected=verdict.gap_expected, received=verdict.gap_received,
-                                  missing=verdict.missing, detected_at=received_at))
+                _gap(
+                    outputs,
+                    Gap(
+                        exchange=exchange,
+                        scope="symbol",
+                        subject=symbol,
+                        kind="sequence",
+                        expected=verdict.gap_expected,
+                        received=verdict.gap_received,
+                        missing=verdict.missing,
+                        detected_at=received_at,
+                    ),
+                )
             if not verdict.publish:
                 m.DUPLICATES.labels(exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
                 continue

@@ -11,21 +11,34 @@ class NormalizerSettings(K2Settings):
     """Normalizer (Faust): raw frames → validated, de-duplicated trades, dead letters and gaps."""
 
     normalizer_app_id: str = Field(
-        "k2-normalizer", description="Faust app id = Kafka consumer group and prefix of internal topics.")
+        "k2-normalizer", description="Faust app id = Kafka consumer group and prefix of internal topics."
+    )
     normalizer_worker_id: str = Field(
-        "", description="Name of this worker in transactional ids; empty means host-pid-random.")
+        "", description="Name of this worker in transactional ids; empty means host-pid-random."
+    )
     normalizer_batch_max: int = Field(
-        2000, ge=1, description="Most records per batch (one Kafka transaction per batch and stage).")
+        2000, ge=1, description="Most records per batch (one Kafka transaction per batch and stage)."
+    )
     normalizer_batch_within_ms: int = Field(
-        10, ge=1, description="Longest wait to fill a batch, ms (bounds the added latency).")
+        10, ge=1, description="Longest wait to fill a batch, ms (bounds the added latency)."
+    )
     normalizer_dedup_horizon: int = Field(
-        100_000, ge=10, description="Trade ids per symbol remembered for de-duplication "
-        "(older ids count as already seen).")
+        100_000,
+        ge=10,
+        description="Trade ids per symbol remembered for de-duplication (older ids count as already seen).",
+    )
     normalizer_session_timeout_s: float = Field(
-        10.0, gt=0, description="Kafka consumer-group session timeout: how fast a dead worker's "
-        "partitions move to the others.")
+        10.0,
+        gt=0,
+        description="Kafka consumer-group session timeout: how fast a dead worker's "
+        "partitions move to the others.",
+    )
     normalizer_transaction_timeout_ms: int = Field(
-        15_000, ge=1000, description="Kafka transaction timeout: how long a crashed worker's open "
-        "transaction can hold back read_committed readers.")
+        15_000,
+        ge=1000,
+        description="Kafka transaction timeout: how long a crashed worker's open "
+        "transaction can hold back read_committed readers.",
+    )
     normalizer_web_port: int = Field(
-        0, description="Port of Faust's own web server; 0 disables it (/metrics is served separately).")
+        0, description="Port of Faust's own web server; 0 disables it (/metrics is served separately)."
+    )

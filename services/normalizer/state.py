@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def changelog_spec(app_id: str) -> TopicSpec:
-    return TopicSpec(name=f"{app_id}-dedup-changelog", partitions=TRADE_PARTITIONS,
-                     key="<exchange>:<symbol>", value="dedup state (dedup.SymbolState JSON)",
-                     cleanup_policy="compact")
+    return TopicSpec(
+        name=f"{app_id}-dedup-changelog",
+        partitions=TRADE_PARTITIONS,
+        key="<exchange>:<symbol>",
+        value="dedup state (dedup.SymbolState JSON)",
+        cleanup_policy="compact",
+    )
 
 
 class DedupStore:
@@ -38,8 +42,12 @@ class DedupStore:
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, [self.spec])
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                          isolation_level="read_committed", auto_offset_reset="earliest")
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
         await self._consumer.start()
 
     async def stop(self) -> None:
@@ -78,8 +86,13 @@ class DedupStore:
                     if record.key is None or record.value is None:
                         continue
                     key = record.key.decode()
-                    states[key] = SymbolState.decode(record.value, self.horizon,
-                                                     new_state(key.split(":", 1)[0], 1).sequential)
-        log.info("dedup state of parsed partition %d: %d symbols recovered in %.2fs", partition,
-                 len(states), time.monotonic() - started)
+                    states[key] = SymbolState.decode(
+                        record.value, self.horizon, new_state(key.split(":", 1)[0], 1).sequential
+                    )
+        log.info(
+            "dedup state of parsed partition %d: %d symbols recovered in %.2fs",
+            partition,
+            len(states),
+            time.monotonic() - started,
+        )
         return states

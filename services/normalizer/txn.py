@@ -28,9 +28,12 @@ class TransactionalSender:
     def __init__(self, bootstrap: str, transactional_id: str, group_id: str, timeout_ms: int) -> None:
         self.group_id = group_id
         self.transactional_id = transactional_id
-        self._options = {**{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"},
-                         "bootstrap_servers": bootstrap, "transactional_id": transactional_id,
-                         "transaction_timeout_ms": timeout_ms}
+        self._options = {
+            **{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"},
+            "bootstrap_servers": bootstrap,
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": timeout_ms,
+        }
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:

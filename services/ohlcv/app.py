@@ -68,7 +68,8 @@ class Runtime:
             grace_us=int(settings.ohlcv_grace_seconds * 1_000_000),
             idle_timeout=settings.ohlcv_idle_timeout_seconds,
             horizon_us=int(settings.ohlcv_correction_horizon_seconds * 1_000_000),
-            live_interval=settings.ohlcv_live_interval_ms / 1000)
+            live_interval=settings.ohlcv_live_interval_ms / 1000,
+        )
         self.grace_s = settings.ohlcv_grace_seconds
         self.partitions: dict[int, PartitionState] = {}
         self.producer: AIOKafkaProducer | None = None
@@ -80,8 +81,11 @@ class Runtime:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start_producer(self) -> AIOKafkaProducer:
         if self.producer is None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                        client_id=f"{self.settings.ohlcv_app_id}-out", **PRODUCER_DEFAULTS)
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                client_id=f"{self.settings.ohlcv_app_id}-out",
+                **PRODUCER_DEFAULTS,
+            )
             await producer.start()
             self.producer = producer
         return self.producer
@@ -103,11 +107,18 @@ class Runtime:
         for partition in sorted(self.assigned() - set(self.partitions)):
             state = PartitionState(partition, self.config, now)
             prefix = f"{partition}|".encode()
-            state.load((key[len(prefix):].decode(), value) for key, value in list(self.table.data.items())
-                       if key.startswith(prefix))
+            state.load(
+                (key[len(prefix) :].decode(), value)
+                for key, value in list(self.table.data.items())
+                if key.startswith(prefix)
+            )
             self.partitions[partition] = state
-            log.info("partition %d: %d candles loaded, watermark %s", partition, len(state.candles),
-                     state.watermark)
+            log.info(
+                "partition %d: %d candles loaded, watermark %s",
+                partition,
+                len(state.candles),
+                state.watermark,
+            )
 
     def revoke(self, partitions: set[int]) -> None:
         """Forget revoked partitions (the changelog is their truth; recovery reloads them if they return)."""
@@ -135,8 +146,9 @@ class Runtime:
                 trade = Trade.decode(event.value)
             except SchemaError as exc:
                 invalid += 1
-                log.warning("partition %d offset %d: undecodable trade skipped: %s", partition,
-                            message.offset, exc)
+                log.warning(
+                    "partition %d offset %d: undecodable trade skipped: %s", partition, message.offset, exc
+                )
                 continue
             if not state.apply(trade, message.offset, now):
                 skipped_dup += 1
@@ -187,8 +199,9 @@ class Runtime:
         if self.producer is not None:
             await self.producer.flush()
         if self.send_error is not None:
-            log.critical("a state record could not be written: %r; stopping without committing",
-                         self.send_error)
+            log.critical(
+                "a state record could not be written: %r; stopping without committing", self.send_error
+            )
             os._exit(70)  # a crash: the next owner resumes from the last committed offsets
 
     # -- outputs -------------------------------------------------------------------------------
@@ -210,7 +223,8 @@ class Runtime:
             state.close_due()
             if state.watermark is not None:
                 metrics.WATERMARK_LAG.labels(str(state.partition)).set(
-                    max(0.0, (now_us - state.watermark) / 1e6))
+                    max(0.0, (now_us - state.watermark) / 1e6)
+                )
         await self.publish_finals()
         for state in list(self.partitions.values()):
             state.purge()
@@ -235,7 +249,8 @@ class Runtime:
                 metrics.CANDLES_OUT.labels(candle.timeframe, kind).inc()
                 if revision == 0:
                     metrics.CLOSE_LATENCY.labels(candle.timeframe).observe(
-                        max(0.0, now_s - candle.end / 1e6 - self.grace_s))
+                        max(0.0, now_s - candle.end / 1e6 - self.grace_s)
+                    )
 
     def update_gauges(self) -> None:
         open_total = closed_total = 0
@@ -250,7 +265,8 @@ class Runtime:
                 continue
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(str(state.partition)).set(
-                    max(0, highwater - state.last_offset - 1))
+                    max(0, highwater - state.last_offset - 1)
+                )
         metrics.OPEN_CANDLES.labels("open").set(open_total)
         metrics.OPEN_CANDLES.labels("closed").set(closed_total)
 
@@ -282,8 +298,9 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
         producer_compression_type="lz4",
     )
     source = app.topic(TRADES, key_serializer="raw", value_serializer="raw")
-    table = app.Table(STATE_TABLE, default=None, partitions=TRADE_PARTITIONS, key_type=bytes,
-                      value_type=bytes)
+    table = app.Table(
+        STATE_TABLE, default=None, partitions=TRADE_PARTITIONS, key_type=bytes, value_type=bytes
+    )
     runtime = Runtime(app, settings, table)
     batch_max = settings.ohlcv_batch_max
     within = settings.ohlcv_batch_within_ms / 1000

@@ -102,11 +102,25 @@ class CandleState:
 
     def to_candle(self, revision: int) -> Candle:
         return Candle(
-            exchange=self.exchange, symbol=self.symbol, timeframe=self.timeframe, window_start=self.start,
-            window_end=self.end, open=self.open, high=self.high, low=self.low, close=self.close,
-            volume=self.volume, quote_volume=self.quote_volume, trade_count=self.count,
-            vwap=divide(self.quote_volume, self.volume), buy_volume=self.buy, sell_volume=self.sell,
-            first_trade_ts=self.first_ts, last_trade_ts=self.last_ts, revision=revision)
+            exchange=self.exchange,
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            window_start=self.start,
+            window_end=self.end,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            quote_volume=self.quote_volume,
+            trade_count=self.count,
+            vwap=divide(self.quote_volume, self.volume),
+            buy_volume=self.buy,
+            sell_volume=self.sell,
+            first_trade_ts=self.first_ts,
+            last_trade_ts=self.last_ts,
+            revision=revision,
+        )
 
     @property
     def key(self) -> str:
@@ -115,17 +129,57 @@ class CandleState:
 
     def encode(self) -> bytes:
         """State for the changelog: decimals as exact text (str() of a Decimal round-trips exactly)."""
-        return orjson.dumps([
-            self.exchange, self.symbol, self.timeframe, self.start, str(self.open), list(self.open_key),
-            str(self.high), str(self.low), str(self.close), list(self.close_key), str(self.volume),
-            str(self.quote_volume), self.count, str(self.buy), str(self.sell), self.first_ts, self.last_ts,
-            self.last_offset, self.revision, self.closed, self.pending])
+        return orjson.dumps(
+            [
+                self.exchange,
+                self.symbol,
+                self.timeframe,
+                self.start,
+                str(self.open),
+                list(self.open_key),
+                str(self.high),
+                str(self.low),
+                str(self.close),
+                list(self.close_key),
+                str(self.volume),
+                str(self.quote_volume),
+                self.count,
+                str(self.buy),
+                str(self.sell),
+                self.first_ts,
+                self.last_ts,
+                self.last_offset,
+                self.revision,
+                self.closed,
+                self.pending,
+            ]
+        )
 
     @classmethod
     def decode(cls, payload: bytes) -> CandleState:
-        (exchange, symbol, timeframe, start, open_, open_key, high, low, close, close_key, volume,
-         quote_volume, count, buy, sell, first_ts, last_ts, last_offset, revision, closed,
-         pending) = orjson.loads(payload)
+        (
+            exchange,
+            symbol,
+            timeframe,
+            start,
+            open_,
+            open_key,
+            high,
+            low,
+            close,
+            close_key,
+            volume,
+            quote_volume,
+            count,
+            buy,
+            sell,
+            first_ts,
+            last_ts,
+            last_offset,
+            revision,
+            closed,
+            pending,
+        ) = orjson.loads(payload)
         state = cls(exchange, symbol, timeframe, start)
         state.open, state.open_key = Decimal(open_), tuple(open_key)  # type: ignore[assignment]
         state.high, state.low = Decimal(high), Decimal(low)

@@ -87,8 +87,12 @@ class PartitionState:
         prefix = f"{trade.exchange}:{trade.symbol}:"
         minute = ts - ts % MINUTE_US
         cached = self._recent.get(prefix)
-        if cached is not None and cached[0] == minute and not cached[2] \
-                and not any(c.closed for c in cached[1]):
+        if (
+            cached is not None
+            and cached[0] == minute
+            and not cached[2]
+            and not any(c.closed for c in cached[1])
+        ):
             # hot path: same 1m window as this symbol's previous trade, so the same six open candles
             applied = False
             for candle in cached[1]:
@@ -122,9 +126,15 @@ class PartitionState:
                     if event_wm is not None and end + self.config.horizon_us <= event_wm:
                         metrics.LATE_TRADES.labels(timeframe, "beyond_horizon").inc()
                         if not applied:  # once per trade, at its shortest affected timeframe
-                            log.warning("trade %s %s %s for %s window %d is beyond the correction horizon; "
-                                        "not applied", trade.exchange, trade.symbol, trade.trade_id,
-                                        timeframe, start)
+                            log.warning(
+                                "trade %s %s %s for %s window %d is beyond the correction horizon; "
+                                "not applied",
+                                trade.exchange,
+                                trade.symbol,
+                                trade.trade_id,
+                                timeframe,
+                                start,
+                            )
                         applied = True  # not a duplicate: counted as late
                         any_closed = True
                         continue
@@ -259,5 +269,3 @@ class PartitionState:
     def counts(self) -> tuple[int, int]:
         closed = sum(1 for c in self.candles.values() if c.closed)
         return len(self.candles) - closed, closed
-
-

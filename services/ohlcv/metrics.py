@@ -13,7 +13,8 @@ TRADES_SKIPPED = Counter(
     ["reason"],
 )
 CANDLES_OUT = Counter(
-    "k2_ohlcv_candles_out_total", "Candles published, by timeframe and kind (live, final, revision)",
+    "k2_ohlcv_candles_out_total",
+    "Candles published, by timeframe and kind (live, final, revision)",
     ["timeframe", "kind"],
 )
 LATE_TRADES = Counter(
@@ -30,7 +31,8 @@ CONSUMER_LAG = Gauge(
 CLOSE_LATENCY = Histogram(
     "k2_ohlcv_close_latency_seconds",
     "Wall-clock time from window end + grace to the final candle being acknowledged by the broker",
-    ["timeframe"], buckets=LATENCY_BUCKETS,
+    ["timeframe"],
+    buckets=LATENCY_BUCKETS,
 )
 OPEN_CANDLES = Gauge("k2_ohlcv_state_candles", "Candles held in state (open and closed)", ["state"])
 BATCH_SECONDS = Histogram(

@@ -17,14 +17,16 @@ class OhlcvSettings(K2Settings):
         10.0, ge=0, description="Watermark = highest exchange_ts seen in a partition minus this grace."
     )
     ohlcv_idle_timeout_seconds: float = Field(
-        2.0, gt=0,
+        2.0,
+        gt=0,
         description="A partition without a trade for this long moves its watermark to wall clock − grace.",
     )
     ohlcv_live_interval_ms: int = Field(
         250, gt=0, description="At most one market.crypto.ohlcv.live update per candle per interval."
     )
     ohlcv_correction_horizon_seconds: float = Field(
-        3600.0, ge=0,
+        3600.0,
+        ge=0,
         description="Closed candles stay in state this long (event time after their window end) so late "
         "trades revise them; later trades for a purged window are counted and not applied.",
     )
@@ -36,7 +38,8 @@ class OhlcvSettings(K2Settings):
         1.0, gt=0, description="How often consumed offsets are committed (after state is flushed)."
     )
     ohlcv_session_timeout_seconds: float = Field(
-        10.0, gt=0,
+        10.0,
+        gt=0,
         description="Kafka group session timeout: how soon a crashed worker's partitions move to another.",
     )
     ohlcv_worker_name: str = Field(

@@ -18,8 +18,14 @@ log = logging.getLogger("services.query")
 def main() -> None:
     settings = QuerySettings()
     setup_logging(settings.log_level, "query")
-    config = uvicorn.Config(create_app(settings), host=settings.query_host, port=settings.query_port,
-                            log_config=None, access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.query_host,
+        port=settings.query_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     server = uvicorn.Server(config)
 
     def stop(signum: int, _frame: object) -> None:

@@ -96,9 +96,12 @@ async def _pin(lake: Lake, table: str, as_of: Any = None) -> Pinned:
     return await asyncio.get_running_loop().run_in_executor(lake.executor, lake.pin, table, as_of)
 
 
-async def _cached_json(request: Request, key: tuple, build: Callable[[duckdb.DuckDBPyConnection],
-                                                                    tuple[bytes, int]],
-                       headers: dict[str, str] | None = None) -> Response:
+async def _cached_json(
+    request: Request,
+    key: tuple,
+    build: Callable[[duckdb.DuckDBPyConnection], tuple[bytes, int]],
+    headers: dict[str, str] | None = None,
+) -> Response:
     lake = _lake(request)
     hit = lake.results.get(key)
     if hit is None:
@@ -121,10 +124,15 @@ def _snapshot_header(pinned: Pinned) -> dict[str, str]:
 def _export(request: Request, pinned: Pinned, sql_text: str, params: list, fmt: str, name: str) -> Response:
     lake = _lake(request)
     cursor = lake.cursor()
-    headers = {**_snapshot_header(pinned),
-               "Content-Disposition": f'attachment; filename="{name}.{exports.SUFFIX[fmt]}"'}
-    return StreamingResponse(exports.stream(cursor, sql_text, params, fmt, _route(request)),
-                             media_type=exports.MEDIA_TYPES[fmt], headers=headers)
+    headers = {
+        **_snapshot_header(pinned),
+        "Content-Disposition": f'attachment; filename="{name}.{exports.SUFFIX[fmt]}"',
+    }
+    return StreamingResponse(
+        exports.stream(cursor, sql_text, params, fmt, _route(request)),
+        media_type=exports.MEDIA_TYPES[fmt],
+        headers=headers,
+    )
 
 
 async def reject_unknown_parameters(request: Request) -> None:
@@ -136,8 +144,10 @@ async def reject_unknown_parameters(request: Request) -> None:
     known = {p.alias for p in dependant.query_params}
     unknown = sorted(set(request.query_params) - known)
     if unknown:
-        raise unprocessable(f"unknown query parameter(s) {', '.join(unknown)[:200]}; "
-                            f"accepted: {', '.join(sorted(known)) or 'none'}")
+        raise unprocessable(
+            f"unknown query parameter(s) {', '.join(unknown)[:200]}; "
+            f"accepted: {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 # rate_limit depends on authenticate: auth (401/403), then the bucket (429), then parameters (422).
@@ -149,8 +159,9 @@ async def get_trades(
     request: Request,
     exchange: Exchange | None = Query(None, description="exchange"),  # type: ignore[valid-type]
     symbol: str | None = Query(None, max_length=40, description=SYMBOL_DOC),
-    start: str | None = Query(None, max_length=40,
-                              description=f"inclusive start, {TIME_DOC}; default end - cap"),
+    start: str | None = Query(
+        None, max_length=40, description=f"inclusive start, {TIME_DOC}; default end - cap"
+    ),
     end: str | None = Query(None, max_length=40, description=f"exclusive end, {TIME_DOC}; default now"),
     side: Literal["BUY", "SELL"] | None = Query(None, description="taker side"),
     limit: int | None = Query(None, ge=1, le=10_000, description="rows per JSON page (default 1000)"),
@@ -184,8 +195,19 @@ async def get_trades(
         pinned = await _pin(_lake(request), SILVER_TRADES, parse_as_of(as_of))
     lo_us, hi_us = to_us(lo), to_us(hi)
     if format != "json":
-        text, params = sql.trades_sql(pinned, lo, hi, lo_us, hi_us, ex, symbol, side, None, None,
-                                      "text" if format == "csv" else "native")
+        text, params = sql.trades_sql(
+            pinned,
+            lo,
+            hi,
+            lo_us,
+            hi_us,
+            ex,
+            symbol,
+            side,
+            None,
+            None,
+            "text" if format == "csv" else "native",
+        )
         return _export(request, pinned, text, params, format, "trades")
     text, params = sql.trades_sql(pinned, lo, hi, lo_us, hi_us, ex, symbol, side, after, page + 1, "json")
 
@@ -244,8 +266,9 @@ async def get_ohlcv(
         pinned = await _pin(_lake(request), table, parse_as_of(as_of))
     lo_us, hi_us = to_us(lo), to_us(hi)
     if format != "json":
-        text, params = sql.candles_sql(pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, None, None,
-                                       "text" if format == "csv" else "native")
+        text, params = sql.candles_sql(
+            pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, None, None, "text" if format == "csv" else "native"
+        )
         return _export(request, pinned, text, params, format, f"ohlcv_{tf}")
     text, params = sql.candles_sql(pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, after, page + 1, "json")
 
@@ -277,10 +300,18 @@ async def stream_ohlcv(
     except Exception as exc:
         log.warning("live stream unavailable: %s", exc)
         raise HTTPException(503, "the live candle stream is unavailable") from None
-    events = live.candle_events(consumer, timeframe.value, symbol, exchange.value if exchange else None,
-                                settings.query_sse_heartbeat_s)
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    events = live.candle_events(
+        consumer,
+        timeframe.value,
+        symbol,
+        exchange.value if exchange else None,
+        settings.query_sse_heartbeat_s,
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 def _json_rows(pinned: Pinned, builder: Callable[[Pinned], tuple[str, list]]) -> Callable:
@@ -288,25 +319,36 @@ def _json_rows(pinned: Pinned, builder: Callable[[Pinned], tuple[str, list]]) ->
         text, params = builder(pinned)
         rows = [r[0] for r in cur.execute(text, params).fetchall()]
         return _page_body(pinned.snapshot_id, rows, None, {}), len(rows)
+
     return build
 
 
 @router.get("/symbols", summary="Every (exchange, symbol) with trades: first/last trade time and count")
 async def get_symbols(request: Request) -> Response:
     pinned = await _pin(_lake(request), SILVER_TRADES)
-    return await _cached_json(request, ("symbols", pinned.snapshot_id), _json_rows(pinned, sql.symbols_sql),
-                              _snapshot_header(pinned))
+    return await _cached_json(
+        request,
+        ("symbols", pinned.snapshot_id),
+        _json_rows(pinned, sql.symbols_sql),
+        _snapshot_header(pinned),
+    )
 
 
 @router.get("/exchanges", summary="Every exchange with trades: symbol count, first/last trade time, count")
 async def get_exchanges(request: Request) -> Response:
     pinned = await _pin(_lake(request), SILVER_TRADES)
-    return await _cached_json(request, ("exchanges", pinned.snapshot_id),
-                              _json_rows(pinned, sql.exchanges_sql), _snapshot_header(pinned))
+    return await _cached_json(
+        request,
+        ("exchanges", pinned.snapshot_id),
+        _json_rows(pinned, sql.exchanges_sql),
+        _snapshot_header(pinned),
+    )
 
 
-@router.get("/summary/{exchange}/{symbol:path}/{day}",
-            summary="A UTC day of one symbol from silver: OHLC, volume, vwap, trade count, buy/sell volume")
+@router.get(
+    "/summary/{exchange}/{symbol:path}/{day}",
+    summary="A UTC day of one symbol from silver: OHLC, volume, vwap, trade count, buy/sell volume",
+)
 async def get_summary(
     request: Request,
     exchange: Exchange = Path(),  # type: ignore[valid-type]
@@ -323,24 +365,36 @@ async def get_summary(
 
     def build(cur: duckdb.DuckDBPyConnection) -> tuple[bytes, int]:
         text, params = sql.summary_sql(pinned, ex, symbol, start, end, lo_us, hi_us)
-        count, open_, high, low, close, volume, quote_volume, buy, sell, first_ts, last_ts = \
-            cur.execute(text, params).fetchone()
+        count, open_, high, low, close, volume, quote_volume, buy, sell, first_ts, last_ts = cur.execute(
+            text, params
+        ).fetchone()
 
         def dec(value: Any) -> str | None:
             return None if value is None else to_text(value)
 
-        body = {"exchange": ex, "symbol": symbol, "date": parsed.isoformat(),
-                "snapshot_id": pinned.snapshot_id,
-                "trade_count": count, "open": dec(open_), "high": dec(high), "low": dec(low),
-                "close": dec(close), "volume": dec(volume) if count else "0",
-                "quote_volume": dec(quote_volume) if count else "0",
-                "vwap": dec(divide(quote_volume, volume)) if count and volume else None,
-                "buy_volume": dec(buy), "sell_volume": dec(sell),
-                "first_trade_ts": first_ts, "last_trade_ts": last_ts}
+        body = {
+            "exchange": ex,
+            "symbol": symbol,
+            "date": parsed.isoformat(),
+            "snapshot_id": pinned.snapshot_id,
+            "trade_count": count,
+            "open": dec(open_),
+            "high": dec(high),
+            "low": dec(low),
+            "close": dec(close),
+            "volume": dec(volume) if count else "0",
+            "quote_volume": dec(quote_volume) if count else "0",
+            "vwap": dec(divide(quote_volume, volume)) if count and volume else None,
+            "buy_volume": dec(buy),
+            "sell_volume": dec(sell),
+            "first_trade_ts": first_ts,
+            "last_trade_ts": last_ts,
+        }
         return orjson.dumps(body), 1 if count else 0
 
-    return await _cached_json(request, ("summary", pinned.snapshot_id, ex, symbol, lo_us), build,
-                              _snapshot_header(pinned))
+    return await _cached_json(
+        request, ("summary", pinned.snapshot_id, ex, symbol, lo_us), build, _snapshot_header(pinned)
+    )
 
 
 @router.get("/snapshots/{table}", summary="Snapshots of a lake table (for as_of time travel)")
@@ -348,14 +402,21 @@ async def get_snapshots(request: Request, table: TableName = Path()) -> Response
     snapshots = _lake(request).snapshots(table.value)
     if snapshots is None:
         raise HTTPException(404, f"table {table.value} does not exist yet")
-    data = [{"snapshot_id": s.snapshot_id, "parent_snapshot_id": s.parent_snapshot_id,
-             "timestamp": iso(datetime.fromtimestamp(s.timestamp_ms / 1000, tz=UTC)),
-             "timestamp_ms": s.timestamp_ms,
-             "operation": s.summary.operation.value if s.summary else None,
-             "summary": dict(s.summary.additional_properties) if s.summary else {}} for s in snapshots]
+    data = [
+        {
+            "snapshot_id": s.snapshot_id,
+            "parent_snapshot_id": s.parent_snapshot_id,
+            "timestamp": iso(datetime.fromtimestamp(s.timestamp_ms / 1000, tz=UTC)),
+            "timestamp_ms": s.timestamp_ms,
+            "operation": s.summary.operation.value if s.summary else None,
+            "summary": dict(s.summary.additional_properties) if s.summary else {},
+        }
+        for s in snapshots
+    ]
     metrics.ROWS.labels(_route(request)).inc(len(data))
-    return Response(orjson.dumps({"table": table.value, "count": len(data), "data": data}),
-                    media_type="application/json")
+    return Response(
+        orjson.dumps({"table": table.value, "count": len(data), "data": data}), media_type="application/json"
+    )
 
 
 def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) -> FastAPI:
@@ -379,9 +440,13 @@ def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) 
             if own:
                 the_lake.close()
 
-    app = FastAPI(title="K2 query API", version="0.1.0", lifespan=lifespan,
-                  description="Trades and candles of the K2 lake (Iceberg, read with DuckDB). Decimals are "
-                              "exact JSON strings; every response reads one snapshot per table.")
+    app = FastAPI(
+        title="K2 query API",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Trades and candles of the K2 lake (Iceberg, read with DuckDB). Decimals are "
+        "exact JSON strings; every response reads one snapshot per table.",
+    )
     app.state.settings = settings
     app.state.security = security
     app.state.lake = lake
@@ -409,13 +474,17 @@ def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) 
     @app.get("/ready", tags=["ops"], summary="Catalog reachable and the tables exist")
     async def ready(request: Request) -> JSONResponse:
         the_lake: Lake = request.app.state.lake
-        fresh = the_lake.last_refresh_ok > 0 and \
-            time.monotonic() - the_lake.last_refresh_ok < max(10.0, 10 * settings.query_refresh_s)
+        fresh = the_lake.last_refresh_ok > 0 and time.monotonic() - the_lake.last_refresh_ok < max(
+            10.0, 10 * settings.query_refresh_s
+        )
         required = [SILVER_TRADES, *(gold_table(tf) for tf in TIMEFRAMES)]
         tables = {name: (the_lake.table(name) is not None) for name in required}
         ok = fresh and all(tables.values())
-        body = {"status": "ready" if ok else "not ready", "catalog": "ok" if fresh else
-                (the_lake.last_refresh_error or "not refreshed"), "tables": tables}
+        body = {
+            "status": "ready" if ok else "not ready",
+            "catalog": "ok" if fresh else (the_lake.last_refresh_error or "not refreshed"),
+            "tables": tables,
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
@@ -424,7 +493,12 @@ def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) 
 
     origins = settings.cors_origins()
     if origins:
-        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"],
-                           allow_headers=["X-API-Key"], expose_headers=["X-K2-Snapshot-Id", "Retry-After"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET"],
+            allow_headers=["X-API-Key"],
+            expose_headers=["X-K2-Snapshot-Id", "Retry-After"],
+        )
     app.add_middleware(MetricsMiddleware)
     return app

@@ -18,8 +18,11 @@ import pyarrow.parquet as pq
 from services.query import metrics
 
 BATCH_ROWS = 65_536
-MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet",
-               "arrow": "application/vnd.apache.arrow.stream"}
+MEDIA_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
 SUFFIX = {"csv": "csv", "parquet": "parquet", "arrow": "arrow"}
 
 
@@ -48,8 +51,9 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def stream(cursor: duckdb.DuckDBPyConnection, sql: str, params: list, fmt: str,
-           route: str) -> Iterator[bytes]:
+def stream(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: list, fmt: str, route: str
+) -> Iterator[bytes]:
     """Execute and encode batch by batch; the cursor is closed when the stream ends or is abandoned."""
     try:
         reader = cursor.execute(sql, params).to_arrow_reader(BATCH_ROWS)

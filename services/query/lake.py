@@ -48,11 +48,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # The time column of each table a request may bound (used to prune files by their column stats).
-TIME_COLUMN: dict[str, str] = {SILVER_TRADES: "exchange_ts",
-                               **{gold_table(tf): "window_start" for tf in ("1m", "5m", "15m", "30m",
-                                                                           "1h", "1d")}}
-_DUCK_TYPES = {BinaryType: "BLOB", StringType: "VARCHAR", LongType: "BIGINT", IntegerType: "INTEGER",
-               TimestamptzType: "TIMESTAMPTZ"}
+TIME_COLUMN: dict[str, str] = {
+    SILVER_TRADES: "exchange_ts",
+    **{gold_table(tf): "window_start" for tf in ("1m", "5m", "15m", "30m", "1h", "1d")},
+}
+_DUCK_TYPES = {
+    BinaryType: "BLOB",
+    StringType: "VARCHAR",
+    LongType: "BIGINT",
+    IntegerType: "INTEGER",
+    TimestamptzType: "TIMESTAMPTZ",
+}
 
 
 class QueryTimeout(Exception):
@@ -80,9 +86,14 @@ class Pinned:
 
     def source(self, lo_us: int | None = None, hi_us: int | None = None) -> tuple[list[str], bool]:
         """Files that may hold rows with time column in [lo, hi); bool = whether any file exists."""
-        out = [f.path for f in self.files
-               if not ((hi_us is not None and f.lower_us is not None and f.lower_us >= hi_us)
-                       or (lo_us is not None and f.upper_us is not None and f.upper_us < lo_us))]
+        out = [
+            f.path
+            for f in self.files
+            if not (
+                (hi_us is not None and f.lower_us is not None and f.lower_us >= hi_us)
+                or (lo_us is not None and f.upper_us is not None and f.upper_us < lo_us)
+            )
+        ]
         return out, bool(out)
 
 
@@ -131,7 +142,7 @@ class LRU:
 
 
 def _file_path(location: str) -> str:
-    return location[len("file://"):] if location.startswith("file://") else location
+    return location[len("file://") :] if location.startswith("file://") else location
 
 
 class Lake:
@@ -140,9 +151,13 @@ class Lake:
     def __init__(self, settings: QuerySettings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.catalog = catalog or open_catalog(settings)
-        self.con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                          "autoload_known_extensions": False,
-                                          "threads": settings.query_duckdb_threads})
+        self.con = duckdb.connect(
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "threads": settings.query_duckdb_threads,
+            }
+        )
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET parquet_metadata_cache = true")
         self.executor = ThreadPoolExecutor(settings.query_workers, thread_name_prefix="duckdb")
@@ -193,7 +208,9 @@ class Lake:
             rows = session.execute(
                 select(IcebergTables.table_name, IcebergTables.metadata_location).where(
                     IcebergTables.catalog_name == self.catalog.name,
-                    IcebergTables.table_namespace == NAMESPACE)).all()
+                    IcebergTables.table_namespace == NAMESPACE,
+                )
+            ).all()
         return {name: location for name, location in rows if location}
 
     async def refresh_forever(self) -> None:
@@ -274,8 +291,11 @@ class Lake:
         cols = []
         for field in TABLES[name].schema.fields:
             ftype = field.field_type
-            duck = (f"DECIMAL({ftype.precision},{ftype.scale})" if isinstance(ftype, DecimalType)
-                    else _DUCK_TYPES[type(ftype)])
+            duck = (
+                f"DECIMAL({ftype.precision},{ftype.scale})"
+                if isinstance(ftype, DecimalType)
+                else _DUCK_TYPES[type(ftype)]
+            )
             cols.append(f"CAST(NULL AS {duck}) AS {field.name}")
         return f"(SELECT {', '.join(cols)} WHERE false)"
 

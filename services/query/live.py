@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
 
 async def open_consumer(bootstrap: str, timeout_s: float) -> AIOKafkaConsumer:
     """A consumer at the end of every partition of the live topic; raises if the broker is not reachable."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", request_timeout_ms=10_000)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        request_timeout_ms=10_000,
+    )
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
         partitions = consumer.partitions_for_topic(OHLCV_LIVE)
@@ -45,8 +50,9 @@ async def open_consumer(bootstrap: str, timeout_s: float) -> AIOKafkaConsumer:
     return consumer
 
 
-async def candle_events(consumer: AIOKafkaConsumer, timeframe: str, symbol: str, exchange: str | None,
-                        heartbeat_s: float) -> AsyncIterator[bytes]:
+async def candle_events(
+    consumer: AIOKafkaConsumer, timeframe: str, symbol: str, exchange: str | None, heartbeat_s: float
+) -> AsyncIterator[bytes]:
     """SSE frames (`event: candle`) for one symbol/timeframe (optionally one exchange)."""
     try:
         yield b": ready\n\n"
@@ -63,12 +69,18 @@ async def candle_events(consumer: AIOKafkaConsumer, timeframe: str, symbol: str,
                     try:
                         candle = Candle.decode(record.value or b"")
                     except SchemaError:
-                        log.warning("skipping a malformed live candle at %s:%d", record.partition,
-                                    record.offset)
+                        log.warning(
+                            "skipping a malformed live candle at %s:%d", record.partition, record.offset
+                        )
                         continue
                     metrics.SSE_CLIENTS.inc()
-                    yield (b"event: candle\nid: " + f"{record.partition}-{record.offset}".encode()
-                           + b"\ndata: " + candle.encode() + b"\n\n")
+                    yield (
+                        b"event: candle\nid: "
+                        + f"{record.partition}-{record.offset}".encode()
+                        + b"\ndata: "
+                        + candle.encode()
+                        + b"\n\n"
+                    )
                     sent = True
             if not sent and not batches:
                 yield b": keep-alive\n\n"

@@ -6,10 +6,15 @@ from prometheus_client import Counter, Histogram
 
 from services.common.metrics import LATENCY_BUCKETS
 
-REQUESTS = Counter("k2_query_requests_total", "HTTP requests by route template and status",
-                   ["route", "status"])
-LATENCY = Histogram("k2_query_request_duration_seconds", "HTTP request latency by route template", ["route"],
-                    buckets=LATENCY_BUCKETS)
+REQUESTS = Counter(
+    "k2_query_requests_total", "HTTP requests by route template and status", ["route", "status"]
+)
+LATENCY = Histogram(
+    "k2_query_request_duration_seconds",
+    "HTTP request latency by route template",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
 ROWS = Counter("k2_query_rows_returned_total", "Rows returned to clients by route", ["route"])
 CACHE_HITS = Counter("k2_query_cache_hits_total", "Cache hits by cache (result | plan)", ["cache"])
 CACHE_MISSES = Counter("k2_query_cache_misses_total", "Cache misses by cache (result | plan)", ["cache"])

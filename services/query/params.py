@@ -77,8 +77,9 @@ def time_range(start: str | None, end: str | None, max_days: float) -> TimeRange
     cap = timedelta(days=max_days)
     parsed_start = parse_time(start, "start") or parsed_end - cap
     if parsed_start >= parsed_end:
-        raise unprocessable(f"start ({parsed_start.isoformat()}) must be before end "
-                            f"({parsed_end.isoformat()})")
+        raise unprocessable(
+            f"start ({parsed_start.isoformat()}) must be before end ({parsed_end.isoformat()})"
+        )
     if parsed_end - parsed_start > cap:
         raise unprocessable(f"the time range exceeds the cap of {max_days:g} days; narrow start/end")
     return TimeRange(parsed_start, parsed_end)

@@ -18,8 +18,9 @@ from fastapi.security import APIKeyHeader
 from services.query import metrics
 from services.query.settings import QuerySettings
 
-API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="API key (required when K2_QUERY_AUTH_ENABLED is true)")
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key (required when K2_QUERY_AUTH_ENABLED is true)"
+)
 
 
 class TokenBuckets:
@@ -52,8 +53,10 @@ class Security:
         self.enabled = settings.query_auth_enabled
         self.keys = settings.api_keys()
         if self.enabled and not self.keys:
-            raise ValueError("K2_QUERY_AUTH_ENABLED is true but no key is configured "
-                             "(K2_QUERY_API_KEYS or K2_QUERY_API_KEYS_FILE)")
+            raise ValueError(
+                "K2_QUERY_AUTH_ENABLED is true but no key is configured "
+                "(K2_QUERY_API_KEYS or K2_QUERY_API_KEYS_FILE)"
+            )
         self.buckets = TokenBuckets(settings.query_rate_limit_per_s, settings.query_rate_limit_burst)
 
     def principal(self, request: Request, key: str | None) -> str:
@@ -61,8 +64,9 @@ class Security:
             return f"addr:{request.client.host if request.client else '?'}"
         if not key:
             metrics.AUTH_FAILURES.labels("401").inc()
-            raise HTTPException(401, "missing API key (header X-API-Key)",
-                                headers={"WWW-Authenticate": "ApiKey"})
+            raise HTTPException(
+                401, "missing API key (header X-API-Key)", headers={"WWW-Authenticate": "ApiKey"}
+            )
         if not any(hmac.compare_digest(key.encode(), k.encode()) for k in self.keys):
             metrics.AUTH_FAILURES.labels("403").inc()
             raise HTTPException(403, "invalid API key")
@@ -73,13 +77,15 @@ async def get_security(request: Request) -> Security:
     return request.app.state.security
 
 
-async def authenticate(request: Request, key: str | None = Depends(API_KEY_HEADER),
-                       security: Security = Depends(get_security)) -> str:
+async def authenticate(
+    request: Request, key: str | None = Depends(API_KEY_HEADER), security: Security = Depends(get_security)
+) -> str:
     return security.principal(request, key)
 
 
-async def rate_limit(principal: str = Depends(authenticate),
-                     security: Security = Depends(get_security)) -> str:
+async def rate_limit(
+    principal: str = Depends(authenticate), security: Security = Depends(get_security)
+) -> str:
     wait = security.buckets.take(principal)
     if wait > 0:
         metrics.RATE_LIMITED.inc()

@@ -24,8 +24,9 @@ class QuerySettings(K2Settings):
         None, description="File with one accepted API key per line (# comments and blank lines ignored)."
     )
     query_rate_limit_per_s: float = Field(
-        50.0, description="Sustained requests per second allowed per API key (per client address when auth "
-        "is off); 0 disables rate limiting."
+        50.0,
+        description="Sustained requests per second allowed per API key (per client address when auth "
+        "is off); 0 disables rate limiting.",
     )
     query_rate_limit_burst: int = Field(100, description="Requests a key may burst above the sustained rate.")
     query_timeout_s: float = Field(10.0, description="A query running longer is interrupted and answers 504.")

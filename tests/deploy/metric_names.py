@@ -14,9 +14,16 @@ REPO = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO / "deploy" / "prometheus" / "rules"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "k2.json"
 K2_NAME = re.compile(r"\bk2_[a-z0-9_]+[a-z0-9]")
-SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-            "summary": ("_count", "_sum", "_created"), "info": ("_info",), "gauge": ("",),
-            "unknown": ("",), "stateset": ("",), "gaugehistogram": ("_bucket", "_gcount", "_gsum")}
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("_count", "_sum", "_created"),
+    "info": ("_info",),
+    "gauge": ("",),
+    "unknown": ("",),
+    "stateset": ("",),
+    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
+}
 
 
 def rule_expressions() -> Iterator[tuple[str, str]]:

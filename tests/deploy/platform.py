@@ -54,17 +54,28 @@ class LocalPlatform:
         self.prometheus_port = base + 92
         self.env = {
             **os.environ,
-            "K2_DATA_DIR": str(data_dir), "K2_KAFKA_PORT": str(kafka),
-            "K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}", "K2_KAFKA_CONTROLLER_PORT": str(base + 91),
-            "K2_PROMETHEUS_PORT": str(self.prometheus_port), "K2_DEPLOY_PORT_BASE": str(base),
-            "K2_DEPLOY_QUERY_PORT": str(base + 93), "K2_DEPLOY_SIMULATOR_PORT": str(base + 98),
-            "K2_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+            "K2_DATA_DIR": str(data_dir),
+            "K2_KAFKA_PORT": str(kafka),
+            "K2_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka}",
+            "K2_KAFKA_CONTROLLER_PORT": str(base + 91),
+            "K2_PROMETHEUS_PORT": str(self.prometheus_port),
+            "K2_DEPLOY_PORT_BASE": str(base),
+            "K2_DEPLOY_QUERY_PORT": str(base + 93),
+            "K2_DEPLOY_SIMULATOR_PORT": str(base + 98),
+            "K2_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
             **overrides,
         }
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "deploy.local", *args], env=self.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "deploy.local", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     @property
     def supervisor(self) -> Supervisor:

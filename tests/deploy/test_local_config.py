@@ -19,10 +19,20 @@ from deploy.local.supervisor import Supervisor
 def settings(tmp_path: Path, **overrides: object) -> DeploySettings:
     """Explicit values, so K2_* variables of the shell running the tests change nothing."""
     values: dict[str, object] = {
-        "data_dir": tmp_path, "replicas_feed": 1, "replicas_normalizer": 3, "replicas_ohlcv": 1,
-        "replicas_lakewriter": 1, "replicas_query": 2, "prometheus_rule_for": "0s", "deploy_port_base": 9100,
-        "deploy_query_port": 8000, "deploy_simulator_port": 0, "prometheus_port": 9090,
-        "feed_source": "simulator", **overrides}
+        "data_dir": tmp_path,
+        "replicas_feed": 1,
+        "replicas_normalizer": 3,
+        "replicas_ohlcv": 1,
+        "replicas_lakewriter": 1,
+        "replicas_query": 2,
+        "prometheus_rule_for": "0s",
+        "deploy_port_base": 9100,
+        "deploy_query_port": 8000,
+        "deploy_simulator_port": 0,
+        "prometheus_port": 9090,
+        "feed_source": "simulator",
+        **overrides,
+    }
     return DeploySettings(**values)
 
 

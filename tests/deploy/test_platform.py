@@ -56,16 +56,24 @@ def first_seconds(source: Path, target: Path, seconds: float) -> Path:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     if shutil.which("prometheus") is None:
-        pytest.fail("Prometheus is not installed: run deploy/local/install-prometheus.sh "
-                    "(apt-get update && apt-get install -y prometheus)")
+        pytest.fail(
+            "Prometheus is not installed: run deploy/local/install-prometheus.sh "
+            "(apt-get update && apt-get install -y prometheus)"
+        )
     assert DEMO_CAPTURE.is_file(), f"the bundled capture {DEMO_CAPTURE} is missing"
     root = tmp_path_factory.mktemp("platform")
     capture = first_seconds(DEMO_CAPTURE, root / "demo-head.jsonl.gz", CAPTURE_SECONDS)
     platform = LocalPlatform(
-        root / "k2", K2_DEPLOY_DEMO_CAPTURE=str(capture),
-        K2_REPLICAS_NORMALIZER="2", K2_DEPLOY_DEMO_SPEED=str(DEMO_SPEED), K2_DEPLOY_UP_TIMEOUT="150",
-        K2_PROMETHEUS_SCRAPE_INTERVAL="1s", K2_PROMETHEUS_EVAL_INTERVAL="1s", K2_PROMETHEUS_RULE_FOR="0s",
-        K2_OHLCV_GRACE_SECONDS=str(GRACE_SECONDS), K2_LAKEWRITER_BATCH_SECONDS="1",
+        root / "k2",
+        K2_DEPLOY_DEMO_CAPTURE=str(capture),
+        K2_REPLICAS_NORMALIZER="2",
+        K2_DEPLOY_DEMO_SPEED=str(DEMO_SPEED),
+        K2_DEPLOY_UP_TIMEOUT="150",
+        K2_PROMETHEUS_SCRAPE_INTERVAL="1s",
+        K2_PROMETHEUS_EVAL_INTERVAL="1s",
+        K2_PROMETHEUS_RULE_FOR="0s",
+        K2_OHLCV_GRACE_SECONDS=str(GRACE_SECONDS),
+        K2_LAKEWRITER_BATCH_SECONDS="1",
     )
     try:
         started = platform.run("up", "--demo", timeout=240)
@@ -80,8 +88,15 @@ def test_status_lists_every_process_healthy(platform: LocalPlatform) -> None:
     result = platform.run("status", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     names = [f"{item['service']}-{item['replica']}" for item in platform.plan()]
-    assert {"feed-0", "normalizer-0", "normalizer-1", "ohlcv-0", "lakewriter-0", "query-0",
-            "simulator-0"} <= set(names)
+    assert {
+        "feed-0",
+        "normalizer-0",
+        "normalizer-1",
+        "ohlcv-0",
+        "lakewriter-0",
+        "query-0",
+        "simulator-0",
+    } <= set(names)
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     for name in [*names, "kafka", "prometheus"]:
         assert lines[name][1] == "RUNNING" and "ok" in lines[name], result.stdout
@@ -112,13 +127,18 @@ async def test_prometheus_scrapes_every_process(platform: LocalPlatform) -> None
 
 def firing(platform: LocalPlatform, alert: str, instance: str) -> bool:
     alerts = platform.prometheus("/api/v1/alerts")["alerts"]
-    return any(a["labels"].get("alertname") == alert and a["labels"].get("instance") == instance
-               and a["state"] == "firing" for a in alerts)
+    return any(
+        a["labels"].get("alertname") == alert
+        and a["labels"].get("instance") == instance
+        and a["state"] == "firing"
+        for a in alerts
+    )
 
 
 async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) -> None:
-    victim = next(item for item in platform.plan()
-                  if item["service"] == "normalizer" and item["replica"] == 1)
+    victim = next(
+        item for item in platform.plan() if item["service"] == "normalizer" and item["replica"] == 1
+    )
     instance = f"127.0.0.1:{victim['port']}"
     before = platform.process("normalizer-1")
     assert before["statename"] == "RUNNING"
@@ -133,8 +153,9 @@ async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) 
             fired.append(time.monotonic())
         return bool(fired)
 
-    await wait_for(alert_fired, timeout=60, interval=0.2,
-                   message="K2ServiceDown fires for the killed replica")
+    await wait_for(
+        alert_fired, timeout=60, interval=0.2, message="K2ServiceDown fires for the killed replica"
+    )
     assert fired[0] >= killed_at
 
     def restarted() -> bool:
@@ -142,8 +163,11 @@ async def test_killed_replica_is_restarted_and_alerted(platform: LocalPlatform) 
         return info["statename"] == "RUNNING" and info["pid"] not in (0, before["pid"])
 
     await wait_for(restarted, timeout=60, message="supervisord restarts the killed replica")
-    await wait_for(lambda: not firing(platform, "K2ServiceDown", instance), timeout=90,
-             message="the alert resolves once the replica answers again")
+    await wait_for(
+        lambda: not firing(platform, "K2ServiceDown", instance),
+        timeout=90,
+        message="the alert resolves once the replica answers again",
+    )
 
 
 def expected_trades(platform: LocalPlatform) -> set[tuple[str, str, str]]:
@@ -199,16 +223,23 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
         received = received_trades(catalog)
         return len(received) >= 0.9 * len(capture)
 
-    await wait_for(replayed, timeout=420, interval=3,
-                   message=f"bronze holds ≥ 90 % of the capture's {len(capture)} trades")
+    await wait_for(
+        replayed,
+        timeout=420,
+        interval=3,
+        message=f"bronze holds ≥ 90 % of the capture's {len(capture)} trades",
+    )
 
     def silver_rows() -> list[dict]:
         try:
             table = catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")
         except Exception:
             return []
-        return table.scan(selected_fields=("exchange", "symbol", "trade_id", "exchange_ts", "quantity")
-                          ).to_arrow().to_pylist()
+        return (
+            table.scan(selected_fields=("exchange", "symbol", "trade_id", "exchange_ts", "quantity"))
+            .to_arrow()
+            .to_pylist()
+        )
 
     def complete() -> bool:
         nonlocal received
@@ -255,8 +286,12 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
         candles = gold_1m()
         return all(key in candles and candles[key]["trade_count"] == minute[key][0] for key in closed)
 
-    await wait_for(gold_matches_silver, timeout=180, interval=2,
-                   message=f"gold_ohlcv_1m holds the {len(closed)} closed 1m windows, as silver counts them")
+    await wait_for(
+        gold_matches_silver,
+        timeout=180,
+        interval=2,
+        message=f"gold_ohlcv_1m holds the {len(closed)} closed 1m windows, as silver counts them",
+    )
     candles = gold_1m()
     assert set(candles) <= set(minute), "no candle without silver trades"
     for key in closed:
@@ -279,8 +314,9 @@ def test_two_runs_do_not_share_state(platform: LocalPlatform, tmp_path: Path) ->
     assert not (tmp_path / "other" / "run").exists() or not any((tmp_path / "other" / "run").iterdir())
 
 
-def test_a_day_is_exported_from_bronze_and_copied_to_another_lake(platform: LocalPlatform,
-                                                                  tmp_path: Path) -> None:
+def test_a_day_is_exported_from_bronze_and_copied_to_another_lake(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
@@ -291,21 +327,45 @@ def test_a_day_is_exported_from_bronze_and_copied_to_another_lake(platform: Loca
     day = min(silver.column("exchange_ts").to_pylist()).date()
     env = {**platform.env}
     capture = tmp_path / "day.jsonl.gz"
-    exported = subprocess.run([sys.executable, "-m", "deploy.ops", "export-bronze", "--day", str(day),
-                               "--out", str(capture)], env=env, cwd=REPO, capture_output=True, text=True)
+    exported = subprocess.run(
+        [sys.executable, "-m", "deploy.ops", "export-bronze", "--day", str(day), "--out", str(capture)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert exported.returncode == 0, exported.stderr
     # The day's export carries every trade the feed received, and nothing that was not in the capture.
     assert trade_keys(capture) == received_trades(catalog)
     assert trade_keys(capture) <= expected_trades(platform)
     target = {**platform.env, "K2_DATA_DIR": str(tmp_path / "target")}
-    made = subprocess.run([sys.executable, "-m", "services.lakewriter", "ensure-tables"], env=target,
-                          cwd=REPO, capture_output=True, text=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "services.lakewriter", "ensure-tables"],
+        env=target,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert made.returncode == 0, made.stderr
-    copied = subprocess.run([sys.executable, "-m", "deploy.ops", "copy-day", "--day", str(day),
-                             "--from-data-dir", str(platform.data_dir)], env=target, cwd=REPO,
-                            capture_output=True, text=True)
+    copied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.ops",
+            "copy-day",
+            "--day",
+            str(day),
+            "--from-data-dir",
+            str(platform.data_dir),
+        ],
+        env=target,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert copied.returncode == 0, copied.stderr
     rebuilt = open_catalog(K2Settings(data_dir=tmp_path / "target")).load_table(
-        f"{NAMESPACE}.{SILVER_TRADES}")
+        f"{NAMESPACE}.{SILVER_TRADES}"
+    )
     same_day = [ts for ts in silver.column("exchange_ts").to_pylist() if ts.date() == day]
     assert rebuilt.scan().to_arrow().num_rows == len(same_day)

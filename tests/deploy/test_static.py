@@ -51,8 +51,10 @@ def load_compose(env: dict[str, str] | None = None) -> dict:
 def tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        pytest.fail(f"`{name}` is not installed: run deploy/local/install-prometheus.sh "
-                    "(apt-get install prometheus) / pip install -e '.[dev]'")
+        pytest.fail(
+            f"`{name}` is not installed: run deploy/local/install-prometheus.sh "
+            "(apt-get install prometheus) / pip install -e '.[dev]'"
+        )
     return found
 
 
@@ -103,15 +105,22 @@ def test_prometheus_discovers_every_service_through_dns() -> None:
 
 def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
     promtool = tool("promtool")
-    rules = subprocess.run([promtool, "check", "rules", *map(str, sorted(RULES_DIR.glob("*.yml")))],
-                           capture_output=True, text=True)
+    rules = subprocess.run(
+        [promtool, "check", "rules", *map(str, sorted(RULES_DIR.glob("*.yml")))],
+        capture_output=True,
+        text=True,
+    )
     assert rules.returncode == 0, rules.stdout + rules.stderr
     # The config names the rules by their in-container path: point it at the repository's copy.
-    config = (DEPLOY / "prometheus" / "prometheus.yml").read_text().replace(
-        "/etc/prometheus/rules/*.yml", f"{RULES_DIR}/*.yml")
+    config = (
+        (DEPLOY / "prometheus" / "prometheus.yml")
+        .read_text()
+        .replace("/etc/prometheus/rules/*.yml", f"{RULES_DIR}/*.yml")
+    )
     (tmp_path / "prometheus.yml").write_text(config)
-    checked = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
-                             capture_output=True, text=True)
+    checked = subprocess.run(
+        [promtool, "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "rules found" in checked.stdout + checked.stderr
 
@@ -119,16 +128,26 @@ def test_promtool_accepts_config_and_rules(tmp_path: Path) -> None:
 def test_rules_cover_the_required_alerts() -> None:
     alerts = dict(rule_expressions())
     names = {key.split(":", 1)[1] for key in alerts}
-    for required in ("K2ServiceDown", "K2FeedStale", "K2FeedDisconnected", "K2NormalizerLagGrowing",
-                     "K2DeadLetterRateHigh", "K2GapsDetected", "K2LakeCommitsFailing", "K2LakeCommitStale",
-                     "K2QueryErrorRateHigh", "K2QueryLatencyHigh"):
+    for required in (
+        "K2ServiceDown",
+        "K2FeedStale",
+        "K2FeedDisconnected",
+        "K2NormalizerLagGrowing",
+        "K2DeadLetterRateHigh",
+        "K2GapsDetected",
+        "K2LakeCommitsFailing",
+        "K2LakeCommitStale",
+        "K2QueryErrorRateHigh",
+        "K2QueryLatencyHigh",
+    ):
         assert required in names
 
 
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = tool("hadolint")
-    result = subprocess.run([hadolint, "--failure-threshold", "info", str(DEPLOY / "Dockerfile")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(DEPLOY / "Dockerfile")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     text = (DEPLOY / "Dockerfile").read_text()
     assert text.count("\nFROM ") + text.startswith("FROM ") >= 2, "multi-stage build expected"
@@ -143,11 +162,17 @@ def test_dashboard_is_current_and_well_formed() -> None:
     parsed = json.loads(DASHBOARD.read_text())
     ids = [panel["id"] for panel in parsed["panels"]]
     assert len(ids) == len(set(ids))
-    assert all(target["expr"] for _, target in
-               ((p, t) for p in parsed["panels"] for t in p.get("targets", [])))
+    assert all(
+        target["expr"] for _, target in ((p, t) for p in parsed["panels"] for t in p.get("targets", []))
+    )
     used = referenced(dashboard_expressions())
-    for metric in ("k2_feed_frames_total", "k2_normalizer_dead_letters_total", "k2_ohlcv_candles_out_total",
-                   "k2_lakewriter_last_commit_age_seconds", "k2_query_request_duration_seconds_bucket"):
+    for metric in (
+        "k2_feed_frames_total",
+        "k2_normalizer_dead_letters_total",
+        "k2_ohlcv_candles_out_total",
+        "k2_lakewriter_last_commit_age_seconds",
+        "k2_query_request_duration_seconds_bucket",
+    ):
         assert metric in used
 
 

@@ -16,30 +16,34 @@ from services.common.settings import K2Settings, render_settings_doc
 
 REQUIRED = {
     "binance": "BTCUSDT ETHUSDT BNBUSDT SOLUSDT XRPUSDT ADAUSDT DOTUSDT LINKUSDT DOGEUSDT LTCUSDT AVAXUSDT "
-               "ATOMUSDT",
+    "ATOMUSDT",
     "kraken": "BTC/USD ETH/USD SOL/USD XRP/USD ADA/USD DOT/USD LINK/USD DOGE/USD LTC/USD AVAX/USD ATOM/USD",
-    "coinbase": "BTC-USD ETH-USD SOL-USD XRP-USD ADA-USD DOT-USD LINK-USD DOGE-USD LTC-USD AVAX-USD "
-                "ATOM-USD",
+    "coinbase": "BTC-USD ETH-USD SOL-USD XRP-USD ADA-USD DOT-USD LINK-USD DOGE-USD LTC-USD AVAX-USD ATOM-USD",
 }
 
 
-@pytest.mark.parametrize("var,value,message", [
-    ("K2_KAFKA_PORT", "70000", "port must be between"),
-    ("K2_KAFKA_PORT", "abc", "valid integer"),
-    ("K2_KAFKA_BOOTSTRAP", "localhost", "is not host:port"),
-    ("K2_FEED_SOURCE", "bogus", "live"),
-    ("K2_LOG_LEVEL", "LOUD", "unknown log level"),
-    ("K2_INSTRUMENTS_FILE", "/nonexistent.json", "does not exist"),
-])
-def test_bad_settings_fail_clearly(monkeypatch: pytest.MonkeyPatch, var: str, value: str,
-                                   message: str) -> None:
+@pytest.mark.parametrize(
+    "var,value,message",
+    [
+        ("K2_KAFKA_PORT", "70000", "port must be between"),
+        ("K2_KAFKA_PORT", "abc", "valid integer"),
+        ("K2_KAFKA_BOOTSTRAP", "localhost", "is not host:port"),
+        ("K2_FEED_SOURCE", "bogus", "live"),
+        ("K2_LOG_LEVEL", "LOUD", "unknown log level"),
+        ("K2_INSTRUMENTS_FILE", "/nonexistent.json", "does not exist"),
+    ],
+)
+def test_bad_settings_fail_clearly(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError, match=message):
         K2Settings()
 
 
-def test_settings_defaults_put_all_state_under_data_dir(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
+def test_settings_defaults_put_all_state_under_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("K2_DATA_DIR", str(tmp_path))
     settings = K2Settings()
     assert settings.resolved_catalog_uri == f"sqlite:///{tmp_path}/catalog.db"
@@ -62,15 +66,31 @@ def test_bundled_instrument_list_has_every_required_symbol() -> None:
     assert instruments.by_native("kraken", "NOPE/USD") is None
 
 
-@pytest.mark.parametrize("data,message", [
-    ({"bitstamp": {}}, "unknown exchange 'bitstamp'"),
-    ({"binance": {"BTCUSDT": {"symbol": "BTCUSDT", "price_tick": "1", "qty_step": "1", "ref_price": "1"}}},
-     "is not BASE/QUOTE"),
-    ({"binance": {"BTCUSDT": {"symbol": "BTC/USDT", "price_tick": "x", "qty_step": "1", "ref_price": "1"}}},
-     "not a decimal"),
-])
-def test_bad_instrument_lists_fail_clearly(data: object, message: str, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"bitstamp": {}}, "unknown exchange 'bitstamp'"),
+        (
+            {
+                "binance": {
+                    "BTCUSDT": {"symbol": "BTCUSDT", "price_tick": "1", "qty_step": "1", "ref_price": "1"}
+                }
+            },
+            "is not BASE/QUOTE",
+        ),
+        (
+            {
+                "binance": {
+                    "BTCUSDT": {"symbol": "BTC/USDT", "price_tick": "x", "qty_step": "1", "ref_price": "1"}
+                }
+            },
+            "not a decimal",
+        ),
+    ],
+)
+def test_bad_instrument_lists_fail_clearly(
+    data: object, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(InstrumentError, match=message):
         InstrumentList.from_mapping(data)
     path = tmp_path / "instruments.json"
@@ -104,15 +124,39 @@ def test_decimals_are_exact() -> None:
 
 
 def test_trade_and_candle_round_trip_without_float() -> None:
-    trade = Trade("kraken", "BTC/USD", "BTC/USD", "42", 1_700_000_000_000_000, 1_700_000_000_100_000,
-                  Decimal("67000.1"), Decimal("0.00012345"),
-                  multiply(Decimal("67000.1"), Decimal("0.00012345")),
-                  "BUY", "market.crypto.trades.kraken.raw", 0, 7)
+    trade = Trade(
+        "kraken",
+        "BTC/USD",
+        "BTC/USD",
+        "42",
+        1_700_000_000_000_000,
+        1_700_000_000_100_000,
+        Decimal("67000.1"),
+        Decimal("0.00012345"),
+        multiply(Decimal("67000.1"), Decimal("0.00012345")),
+        "BUY",
+        "market.crypto.trades.kraken.raw",
+        0,
+        7,
+    )
     wire = trade.encode()
     assert b'"price":"67000.1"' in wire and b'"quantity":"0.00012345"' in wire
     assert Trade.decode(wire) == trade
-    candle = Candle("binance", "BTC/USDT", "1m", 0, 60_000_000, *(Decimal("1.5"),) * 6, 3,
-                    Decimal("1.5"), Decimal("1"), Decimal("0.5"), 1, 2, 0)
+    candle = Candle(
+        "binance",
+        "BTC/USDT",
+        "1m",
+        0,
+        60_000_000,
+        *(Decimal("1.5"),) * 6,
+        3,
+        Decimal("1.5"),
+        Decimal("1"),
+        Decimal("0.5"),
+        1,
+        2,
+        0,
+    )
     assert Candle.decode(candle.encode()) == candle
     dead = DeadLetter("t", 0, 1, "binance", 5, "bad_price", "price <= 0", "{}", 2)
     assert DeadLetter.decode(dead.encode()) == dead
@@ -121,8 +165,11 @@ def test_trade_and_candle_round_trip_without_float() -> None:
 
 
 def test_decoding_rejects_floats_and_garbage() -> None:
-    good = json.loads(Trade("binance", "BTC/USDT", "BTCUSDT", "1", 1, 1, Decimal(1), Decimal(1), Decimal(1),
-                            "SELL", "t", 0, 0).encode())
+    good = json.loads(
+        Trade(
+            "binance", "BTC/USDT", "BTCUSDT", "1", 1, 1, Decimal(1), Decimal(1), Decimal(1), "SELL", "t", 0, 0
+        ).encode()
+    )
     with pytest.raises(SchemaError, match="decimal string"):
         Trade.from_dict({**good, "price": 1.5})
     with pytest.raises(SchemaError):

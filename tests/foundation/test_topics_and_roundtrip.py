@@ -23,7 +23,8 @@ async def test_topics_have_declared_partitions_and_configs(topics: str) -> None:
     try:
         described = {d["topic"]: d for d in await admin.describe_topics([s.name for s in TOPICS])}
         responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in TOPICS])
+            [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in TOPICS]
+        )
         configs: dict[str, dict[str, str]] = {}
         for response in responses:
             for resource in response.resources:
@@ -47,14 +48,23 @@ async def test_aiokafka_round_trip_keeps_key_value_headers(topics: str) -> None:
 
 
 async def test_minimal_faust_agent_round_trip(topics: str, k2_env: dict[str, str]) -> None:
-    await ensure_topics(topics, [TopicSpec("k2.test.in", 1, key="-", value="-"),
-                                 TopicSpec("k2.test.out", 1, key="-", value="-")])
-    env = {**k2_env, "ECHO_APP_ID": f"k2-echo-{uuid.uuid4().hex[:6]}", "ECHO_WEB_PORT": str(free_port()),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    await ensure_topics(
+        topics,
+        [TopicSpec("k2.test.in", 1, key="-", value="-"), TopicSpec("k2.test.out", 1, key="-", value="-")],
+    )
+    env = {
+        **k2_env,
+        "ECHO_APP_ID": f"k2-echo-{uuid.uuid4().hex[:6]}",
+        "ECHO_WEB_PORT": str(free_port()),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
     app_dir = Path(k2_env["K2_DATA_DIR"])
-    worker = ServiceProcess("tests.foundation.faust_echo",
-                            ["worker", "--loglevel=warn", f"--web-port={env['ECHO_WEB_PORT']}"],
-                            env=env, name="faust-echo")
+    worker = ServiceProcess(
+        "tests.foundation.faust_echo",
+        ["worker", "--loglevel=warn", f"--web-port={env['ECHO_WEB_PORT']}"],
+        env=env,
+        name="faust-echo",
+    )
     os.chdir(app_dir)  # Faust writes its data dir in the working directory
     with worker:
         await produce(topics, "k2.test.in", [(b"k", b"hello faust", None)])

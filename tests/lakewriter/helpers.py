@@ -21,8 +21,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
 BASE_US = 1_764_000_000_000_000  # 2025-11-24T16:00Z
 EXCHANGES = ("binance", "kraken", "coinbase")
-SYMBOLS = {"binance": ("BTC/USDT", "BTCUSDT"), "kraken": ("BTC/USD", "BTC/USD"),
-           "coinbase": ("ETH-USD", "ETH-USD")}
+SYMBOLS = {
+    "binance": ("BTC/USDT", "BTCUSDT"),
+    "kraken": ("BTC/USD", "BTC/USD"),
+    "coinbase": ("ETH-USD", "ETH-USD"),
+}
 
 
 def make_trades(count: int, seed: int = 1, start_id: int = 0) -> list[Trade]:
@@ -36,9 +39,23 @@ def make_trades(count: int, seed: int = 1, start_id: int = 0) -> list[Trade]:
         price = Decimal(f"{rng.randint(1, 99999)}.{rng.randint(0, 10**18 - 1):018d}")
         qty = Decimal(f"0.{rng.randint(1, 10**8):08d}")
         ts = BASE_US + rng.randint(0, 2 * DAY_US)
-        trades.append(Trade(exchange, symbol, native, str(i), ts, ts + 1500, price, qty,
-                            (price * qty).quantize(Decimal("1E-18")), rng.choice(("BUY", "SELL")),
-                            RAW_TOPICS[exchange], i % 3, i))
+        trades.append(
+            Trade(
+                exchange,
+                symbol,
+                native,
+                str(i),
+                ts,
+                ts + 1500,
+                price,
+                qty,
+                (price * qty).quantize(Decimal("1E-18")),
+                rng.choice(("BUY", "SELL")),
+                RAW_TOPICS[exchange],
+                i % 3,
+                i,
+            )
+        )
     return trades
 
 
@@ -49,12 +66,18 @@ def trade_records(trades: list[Trade]) -> list[tuple[bytes, bytes, None]]:
 def writer_process(env: dict[str, str], name: str = "lakewriter", **settings: str) -> ServiceProcess:
     """The writer as a real process; settings are K2_LAKEWRITER_<KEY> overrides (plus K2_ ones)."""
     port = free_port()
-    full = {**env, "K2_METRICS_PORT": str(port), "K2_LAKEWRITER_BATCH_SECONDS": "0.5",
-            "K2_LAKEWRITER_MAINTAIN_INTERVAL_SECONDS": "0", "K2_LAKEWRITER_SESSION_TIMEOUT_MS": "6000"}
+    full = {
+        **env,
+        "K2_METRICS_PORT": str(port),
+        "K2_LAKEWRITER_BATCH_SECONDS": "0.5",
+        "K2_LAKEWRITER_MAINTAIN_INTERVAL_SECONDS": "0",
+        "K2_LAKEWRITER_SESSION_TIMEOUT_MS": "6000",
+    }
     for key, value in settings.items():
         full[key if key.startswith("K2_") else f"K2_LAKEWRITER_{key.upper()}"] = value
-    proc = ServiceProcess("services.lakewriter", env=full, name=name,
-                          log_dir=Path(env["K2_DATA_DIR"]) / "logs")
+    proc = ServiceProcess(
+        "services.lakewriter", env=full, name=name, log_dir=Path(env["K2_DATA_DIR"]) / "logs"
+    )
     proc.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     return proc
 
@@ -82,17 +105,43 @@ def count(catalog: Catalog, table: str) -> int:
 
 def trade_tuple(row: dict[str, Any]) -> tuple[Any, ...]:
     """A silver row as comparable values (µs ints, exact Decimals)."""
+
     def us(value: Any) -> int:
         return (value - EPOCH) // timedelta(microseconds=1) if isinstance(value, datetime) else int(value)
-    return (row["exchange"], row["symbol"], row["exchange_symbol"], row["trade_id"], us(row["exchange_ts"]),
-            us(row["received_at"]), Decimal(row["price"]), Decimal(row["quantity"]),
-            Decimal(row["quote_quantity"]), row["side"], row["source_topic"], row["source_partition"],
-            row["source_offset"])
+
+    return (
+        row["exchange"],
+        row["symbol"],
+        row["exchange_symbol"],
+        row["trade_id"],
+        us(row["exchange_ts"]),
+        us(row["received_at"]),
+        Decimal(row["price"]),
+        Decimal(row["quantity"]),
+        Decimal(row["quote_quantity"]),
+        row["side"],
+        row["source_topic"],
+        row["source_partition"],
+        row["source_offset"],
+    )
 
 
 def expected_tuple(t: Trade) -> tuple[Any, ...]:
-    return (t.exchange, t.symbol, t.exchange_symbol, t.trade_id, t.exchange_ts, t.received_at, t.price,
-            t.quantity, t.quote_quantity, t.side, t.source_topic, t.source_partition, t.source_offset)
+    return (
+        t.exchange,
+        t.symbol,
+        t.exchange_symbol,
+        t.trade_id,
+        t.exchange_ts,
+        t.received_at,
+        t.price,
+        t.quantity,
+        t.quote_quantity,
+        t.side,
+        t.source_topic,
+        t.source_partition,
+        t.source_offset,
+    )
 
 
 def assigned_partitions(proc: ServiceProcess) -> int:

@@ -21,9 +21,26 @@ MINUTE = 60_000_000
 def _candle(i: int, timeframe: str, revision: int) -> Candle:
     start = BASE_US - BASE_US % MINUTE + i * (MINUTE if timeframe == "1m" else 5 * MINUTE)
     price = Decimal(f"100.{i:02d}{revision}000000000000001")
-    return Candle("binance", "BTC/USDT", timeframe, start, start + MINUTE, price, price + 1, price - 1,
-                  price + revision, Decimal("1.5") * (revision + 1), Decimal("150.25"), 3 + revision, price,
-                  Decimal("1"), Decimal("0.5"), start + 1, start + 2, revision)
+    return Candle(
+        "binance",
+        "BTC/USDT",
+        timeframe,
+        start,
+        start + MINUTE,
+        price,
+        price + 1,
+        price - 1,
+        price + revision,
+        Decimal("1.5") * (revision + 1),
+        Decimal("150.25"),
+        3 + revision,
+        price,
+        Decimal("1"),
+        Decimal("0.5"),
+        start + 1,
+        start + 2,
+        revision,
+    )
 
 
 def _candle_records(candles: list[Candle]) -> list[tuple[bytes, bytes, None]]:
@@ -42,38 +59,68 @@ def _latest_on_topic(records: list[Any]) -> dict[tuple[str, str, int], Candle]:
 
 def _us(value: datetime) -> int:
     from datetime import timedelta
+
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
 async def test_bronze_gold_and_dlq(topics: str, k2_env: dict[str, str]) -> None:
     raw_topic = RAW_TOPICS["kraken"]
-    frames = [b'{"channel":"heartbeat"}',
-              '{"channel":"trade","price":67000.1,"sym":"BTC/USD \u00e9"}'.encode(),
-              b"\xff\xfe not utf-8 \xc3\x28", b"", b'{"truncated":']
-    raw = [(b"conn-1", frame, RawHeaders(1_764_000_000_123_456_789 + i, "conn-1", i + 1).to_kafka())
-           for i, frame in enumerate(frames)]
+    frames = [
+        b'{"channel":"heartbeat"}',
+        '{"channel":"trade","price":67000.1,"sym":"BTC/USD \u00e9"}'.encode(),
+        b"\xff\xfe not utf-8 \xc3\x28",
+        b"",
+        b'{"truncated":',
+    ]
+    raw = [
+        (b"conn-1", frame, RawHeaders(1_764_000_000_123_456_789 + i, "conn-1", i + 1).to_kafka())
+        for i, frame in enumerate(frames)
+    ]
     marker = DisconnectMarker("kraken", "conn-0", "conn-1", 1, 2, "test")
-    raw.append((b"conn-1", marker.encode(), RawHeaders(1_764_000_000_999_000_000, "conn-1", 0,
-                                                         KIND_MARKER).to_kafka()))
+    raw.append(
+        (
+            b"conn-1",
+            marker.encode(),
+            RawHeaders(1_764_000_000_999_000_000, "conn-1", 0, KIND_MARKER).to_kafka(),
+        )
+    )
     await produce(topics, raw_topic, raw)
-    await produce(topics, OHLCV, _candle_records(
-        [_candle(i, "1m", 0) for i in range(20)] + [_candle(i, "1m", 1) for i in range(5)]
-        + [_candle(i, "5m", 0) for i in range(4)]))
-    dead = [DeadLetter(raw_topic, 0, i, "kraken", BASE_US + i, "malformed_json", "truncated",
-                       '{"truncated":', -1) for i in range(3)]
+    await produce(
+        topics,
+        OHLCV,
+        _candle_records(
+            [_candle(i, "1m", 0) for i in range(20)]
+            + [_candle(i, "1m", 1) for i in range(5)]
+            + [_candle(i, "5m", 0) for i in range(4)]
+        ),
+    )
+    dead = [
+        DeadLetter(raw_topic, 0, i, "kraken", BASE_US + i, "malformed_json", "truncated", '{"truncated":', -1)
+        for i in range(3)
+    ]
     await produce(topics, TRADES_DLQ, [(b"kraken", d.encode(), None) for d in dead])
 
     catalog = open_catalog(K2Settings(data_dir=k2_env["K2_DATA_DIR"]))
     bronze = bronze_table("kraken")
     with writer_process(k2_env, TOPICS="raw,ohlcv,dlq", GROUP_ID="lw-bgd") as proc:
         proc.wait_http(proc.metrics_url, timeout=120)
-        await wait_for(lambda: count(catalog, gold_table("1m")) >= 20 and count(catalog, SILVER_DLQ) >= 3
-                       and count(catalog, bronze) >= len(raw) and count(catalog, gold_table("5m")) >= 4,
-                       timeout=120, message="bronze, gold and dlq rows")
+        await wait_for(
+            lambda: (
+                count(catalog, gold_table("1m")) >= 20
+                and count(catalog, SILVER_DLQ) >= 3
+                and count(catalog, bronze) >= len(raw)
+                and count(catalog, gold_table("5m")) >= 4
+            ),
+            timeout=120,
+            message="bronze, gold and dlq rows",
+        )
         # Revisions arriving after the first commit replace the visible rows in one commit.
         await produce(topics, OHLCV, _candle_records([_candle(i, "1m", 2) for i in range(3)]))
-        await wait_for(lambda: sum(r["revision"] == 2 for r in rows(catalog, gold_table("1m"))) >= 3,
-                       timeout=120, message="revision 2 visible")
+        await wait_for(
+            lambda: sum(r["revision"] == 2 for r in rows(catalog, gold_table("1m"))) >= 3,
+            timeout=120,
+            message="revision 2 visible",
+        )
 
     # Bronze: every frame byte-exact, headers mapped.
     got = sorted(rows(catalog, bronze), key=lambda r: r["kafka_offset"])
@@ -85,8 +132,12 @@ async def test_bronze_gold_and_dlq(topics: str, k2_env: dict[str, str]) -> None:
         stored = row["frame_bytes"] if row["frame_bytes"] is not None else row["frame"].encode()
         assert stored == record.value
         headers = RawHeaders.from_kafka(record.headers)
-        assert (row["received_at_ns"], row["connection_id"], row["frame_seq"], row["kind"]) == \
-            (headers.received_at_ns, headers.connection_id, headers.seq, headers.kind)
+        assert (row["received_at_ns"], row["connection_id"], row["frame_seq"], row["kind"]) == (
+            headers.received_at_ns,
+            headers.connection_id,
+            headers.seq,
+            headers.kind,
+        )
         assert _us(row["received_at"]) == headers.received_at_ns // 1000
     assert sum(r["frame_bytes"] is not None for r in got) == 1
     assert any(r["kind"] == KIND_MARKER for r in got)
@@ -101,8 +152,12 @@ async def test_bronze_gold_and_dlq(topics: str, k2_env: dict[str, str]) -> None:
         assert set(keys) == set(want)
         for r, key in zip(gold, keys, strict=True):
             c = want[key]
-            assert (r["revision"], r["close"], r["volume"], r["trade_count"]) == \
-                (c.revision, c.close, c.volume, c.trade_count)
+            assert (r["revision"], r["close"], r["volume"], r["trade_count"]) == (
+                c.revision,
+                c.close,
+                c.volume,
+                c.trade_count,
+            )
 
     # DLQ: rows with their reason and the DLQ record's own lineage.
     dlq = rows(catalog, SILVER_DLQ)

@@ -37,9 +37,16 @@ async def test_kill_minus_9_loop_leaves_silver_exact(topics: str, k2_env: dict[s
     next_id = 2_000_000
     for kill in range(20):
         point = POINTS[(kill // 2) % len(POINTS)] if kill % 2 == 0 else ""
-        proc = writer_process(k2_env, name=f"crash{kill}", TOPICS="trades", BATCH_ROWS="150",
-                              BATCH_SECONDS="0.2", INSTANCE_ID="crash-test", GROUP_ID="lw-crash",
-                              FAULT=f"{point}:1" if point else "")
+        proc = writer_process(
+            k2_env,
+            name=f"crash{kill}",
+            TOPICS="trades",
+            BATCH_ROWS="150",
+            BATCH_SECONDS="0.2",
+            INSTANCE_ID="crash-test",
+            GROUP_ID="lw-crash",
+            FAULT=f"{point}:1" if point else "",
+        )
         proc.start()
         try:
             # New input keeps arriving while the writer lives and dies.
@@ -52,21 +59,29 @@ async def test_kill_minus_9_loop_leaves_silver_exact(topics: str, k2_env: dict[s
                 hit.append(point)
                 continue
             proc.wait_http(proc.metrics_url, timeout=120)
-            await wait_for(lambda p=proc: assigned_partitions(p) > 0, timeout=120,
-                           message="the writer to get its partitions")
+            await wait_for(
+                lambda p=proc: assigned_partitions(p) > 0,
+                timeout=120,
+                message="the writer to get its partitions",
+            )
             deadline = time.monotonic() + rng.uniform(0.2, 2.0)
-            await wait_for(lambda d=deadline: time.monotonic() > d, timeout=10, interval=0.05,
-                           message="the kill time")
+            await wait_for(
+                lambda d=deadline: time.monotonic() > d, timeout=10, interval=0.05, message="the kill time"
+            )
             assert proc.running, proc.output()[-3000:]
         finally:
             proc.kill()  # external kill -9 (a no-op when it already crashed)
     assert set(hit) == set(POINTS)
 
     expected = [Trade.decode(r.value) for r in await read_topic(topics, TRADES)]
-    with writer_process(k2_env, name="final", TOPICS="trades", INSTANCE_ID="crash-test",
-                        GROUP_ID="lw-crash") as proc:
-        await wait_for(lambda: count(catalog, SILVER_TRADES) >= len(expected), timeout=90,
-                       message=f"silver to reach {len(expected)} rows")
+    with writer_process(
+        k2_env, name="final", TOPICS="trades", INSTANCE_ID="crash-test", GROUP_ID="lw-crash"
+    ) as proc:
+        await wait_for(
+            lambda: count(catalog, SILVER_TRADES) >= len(expected),
+            timeout=90,
+            message=f"silver to reach {len(expected)} rows",
+        )
     got = [trade_tuple(r) for r in rows(catalog, SILVER_TRADES)]
     keys = [(g[0], g[1], g[3]) for g in got]
     assert len(keys) == len(set(keys)), "duplicate natural keys in silver"

@@ -31,13 +31,19 @@ async def test_two_replicas_give_the_same_result(topics: str, k2_env: dict[str, 
         # Input keeps coming while both run (a rebalance happens when the second one joins).
         await produce(topics, TRADES, trade_records(make_trades(600, seed=22, start_id=3_100_000)))
         expected = [Trade.decode(r.value) for r in await read_topic(topics, TRADES)]
-        await wait_for(lambda: count(catalog, SILVER_TRADES) >= len(expected), timeout=120,
-                       message="both replicas to write everything")
+        await wait_for(
+            lambda: count(catalog, SILVER_TRADES) >= len(expected),
+            timeout=120,
+            message="both replicas to write everything",
+        )
         a.stop()  # its partitions move to b, which resumes them from the table's offsets
         await produce(topics, TRADES, trade_records(make_trades(400, seed=23, start_id=3_200_000)))
         expected = [Trade.decode(r.value) for r in await read_topic(topics, TRADES)]
-        await wait_for(lambda: count(catalog, SILVER_TRADES) >= len(expected), timeout=120,
-                       message="the remaining replica to take over")
+        await wait_for(
+            lambda: count(catalog, SILVER_TRADES) >= len(expected),
+            timeout=120,
+            message="the remaining replica to take over",
+        )
     finally:
         a.stop()
         b.stop()

@@ -41,8 +41,11 @@ async def test_silver_equals_trades_produced(fresh_topics: str, k2_env: dict[str
     catalog = open_catalog(K2Settings(data_dir=k2_env["K2_DATA_DIR"]))
     with writer_process(k2_env, TOPICS="trades", BATCH_ROWS="700") as proc:
         proc.wait_http(proc.metrics_url)
-        await wait_for(lambda: count(catalog, SILVER_TRADES) >= len(trades), timeout=90,
-                       message=f"silver to hold {len(trades)} rows")
+        await wait_for(
+            lambda: count(catalog, SILVER_TRADES) >= len(trades),
+            timeout=90,
+            message=f"silver to hold {len(trades)} rows",
+        )
     got = [trade_tuple(r) for r in rows(catalog, SILVER_TRADES)]
     assert len(got) == len(trades)
     assert sorted(got) == sorted(expected_tuple(t) for t in trades)
@@ -51,7 +54,7 @@ async def test_silver_equals_trades_produced(fresh_topics: str, k2_env: dict[str
     table = catalog.load_table(f"market.{SILVER_TRADES}")
     ends = await end_offsets(fresh_topics, TRADES)
     recorded = table_offsets(table)
-    assert {p: o for (topic, p), o in recorded.items() if topic == TRADES} == \
-        {p: e for p, e in ends.items() if e > 0} or all(recorded.get((TRADES, p), 0) >= e - 1
-                                                         for p, e in ends.items() if e > 0)
+    assert {p: o for (topic, p), o in recorded.items() if topic == TRADES} == {
+        p: e for p, e in ends.items() if e > 0
+    } or all(recorded.get((TRADES, p), 0) >= e - 1 for p, e in ends.items() if e > 0)
     assert len(table.metadata.snapshots) >= 2  # batching by rows: several commits

@@ -34,8 +34,9 @@ def catalog(tmp_path: Path):
 
 def _batch(trades, tp_offsets, expected=None) -> Batch:
     tp = next(iter(tp_offsets))
-    return Batch(SILVER_TRADES, rows={tp: [trade_row(t) for t in trades]}, end=dict(tp_offsets),
-                 expected=expected)
+    return Batch(
+        SILVER_TRADES, rows={tp: [trade_row(t) for t in trades]}, end=dict(tp_offsets), expected=expected
+    )
 
 
 def test_offsets_resolve_across_replicas_and_fence_a_zombie(catalog) -> None:
@@ -67,6 +68,7 @@ def test_conflict_is_retried_after_refresh(catalog) -> None:
     tx = table.transaction()
     tx.append(table.scan().to_arrow().slice(0, 0))
     from pyiceberg.exceptions import CommitFailedException
+
     with pytest.raises(CommitFailedException):  # the stale commit is refused by the catalog
         tx.commit_transaction()
     result = b.commit(_batch(trades[10:], {(TRADES, 1): 10}))  # LakeWriter refreshes and lands
@@ -80,8 +82,11 @@ def test_schema_evolution_adds_a_column_without_rewriting(catalog, monkeypatch) 
     table = catalog.load_table(f"market.{SILVER_TRADES}")
     files_before = {t.file.file_path for t in table.scan().plan_files()}
     spec = TABLES[SILVER_TRADES]
-    evolved = Schema(*spec.schema.fields, NestedField(14, "venue", StringType(), required=False),
-                     identifier_field_ids=list(spec.schema.identifier_field_ids))
+    evolved = Schema(
+        *spec.schema.fields,
+        NestedField(14, "venue", StringType(), required=False),
+        identifier_field_ids=list(spec.schema.identifier_field_ids),
+    )
     monkeypatch.setitem(TABLES, SILVER_TRADES, replace(spec, schema=evolved))
     append_trades(catalog, trades[25:], offsets={0: 50})
     table = catalog.load_table(f"market.{SILVER_TRADES}")
@@ -114,13 +119,14 @@ def test_compaction_keeps_results_and_reduces_files(catalog, tmp_path: Path) -> 
     trades = make_trades(1200)
     for i in range(12):  # 12 small commits, partitions 0 and 1 alternating
         tp = (TRADES, i % 2)
-        writer.commit(_batch(trades[i * 100:(i + 1) * 100], {tp: (i // 2 + 1) * 100}))
+        writer.commit(_batch(trades[i * 100 : (i + 1) * 100], {tp: (i // 2 + 1) * 100}))
     table = writer.table(SILVER_TRADES)
     before_files = len(list(table.scan().plan_files()))
     before_rows = sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES))
     before_offsets = table_offsets(table)
     report = Maintainer(writer, _settings(tmp_path, lakewriter_compact_min_files=2)).run(
-        [SILVER_TRADES], expire=False, orphans=False)
+        [SILVER_TRADES], expire=False, orphans=False
+    )
     table = writer.table(SILVER_TRADES)
     after_files = len(list(table.scan().plan_files()))
     assert report.tables[0].files_compacted == before_files > after_files
@@ -135,12 +141,16 @@ def test_expiry_removes_old_snapshots_and_keeps_offsets(catalog, tmp_path: Path)
     trades = make_trades(300)
     writer.commit(_batch(trades[:100], {(TRADES, 5): 100}))  # p5 never written again
     for i in range(1, 6):
-        writer.commit(_batch(trades[100 + i * 20:120 + i * 20], {(TRADES, 0): i * 20}))
+        writer.commit(_batch(trades[100 + i * 20 : 120 + i * 20], {(TRADES, 0): i * 20}))
     table = writer.table(SILVER_TRADES)
     offsets = table_offsets(table)
     before = sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES))
-    settings = _settings(tmp_path, lakewriter_expire_keep_days=0, lakewriter_expire_keep_last=2,
-                         lakewriter_orphan_min_age_hours=0)
+    settings = _settings(
+        tmp_path,
+        lakewriter_expire_keep_days=0,
+        lakewriter_expire_keep_last=2,
+        lakewriter_orphan_min_age_hours=0,
+    )
     report = Maintainer(writer, settings).run([SILVER_TRADES], compact=False, orphans=False)
     table = writer.table(SILVER_TRADES)
     assert report.tables[0].snapshots_expired >= 4
@@ -167,8 +177,9 @@ def test_orphan_files_are_removed_and_live_files_kept(catalog, tmp_path: Path) -
     report = Maintainer(writer, settings).run([SILVER_TRADES], compact=False, expire=False)
     assert report.tables[0].orphans_removed == 1
     assert not stray.exists() and young.exists()
-    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == \
-        sorted(expected_tuple(t) for t in trades[:100])
+    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == sorted(
+        expected_tuple(t) for t in trades[:100]
+    )
 
 
 def test_maintain_command_reports_what_it_did(tmp_path: Path) -> None:
@@ -177,17 +188,28 @@ def test_maintain_command_reports_what_it_did(tmp_path: Path) -> None:
     writer.ensure_tables([SILVER_TRADES])
     trades = make_trades(300)
     for i in range(6):
-        writer.commit(_batch(trades[i * 50:(i + 1) * 50], {(TRADES, 0): (i + 1) * 50}))
-    env = {**os.environ, "K2_DATA_DIR": str(tmp_path / "k2"), "K2_LAKEWRITER_COMPACT_MIN_FILES": "2",
-           "K2_LAKEWRITER_EXPIRE_KEEP_DAYS": "0", "K2_LAKEWRITER_EXPIRE_KEEP_LAST": "1",
-           "K2_LAKEWRITER_ORPHAN_MIN_AGE_HOURS": "0"}
-    done = subprocess.run([sys.executable, "-m", "services.lakewriter", "maintain", "--json",
-                           "--table", SILVER_TRADES], env=env, capture_output=True, text=True, timeout=300)
+        writer.commit(_batch(trades[i * 50 : (i + 1) * 50], {(TRADES, 0): (i + 1) * 50}))
+    env = {
+        **os.environ,
+        "K2_DATA_DIR": str(tmp_path / "k2"),
+        "K2_LAKEWRITER_COMPACT_MIN_FILES": "2",
+        "K2_LAKEWRITER_EXPIRE_KEEP_DAYS": "0",
+        "K2_LAKEWRITER_EXPIRE_KEEP_LAST": "1",
+        "K2_LAKEWRITER_ORPHAN_MIN_AGE_HOURS": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.lakewriter", "maintain", "--json", "--table", SILVER_TRADES],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["tables"][0]
     assert report["table"] == SILVER_TRADES
     assert report["files_compacted"] >= 6 and report["snapshots_expired"] >= 6
     assert report["orphans_removed"] >= 1  # the replaced small files, once no snapshot references them
-    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == \
-        sorted(expected_tuple(t) for t in trades)
+    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == sorted(
+        expected_tuple(t) for t in trades
+    )
     assert table_offsets(catalog.load_table(f"market.{SILVER_TRADES}")) == {(TRADES, 0): 300}

@@ -20,11 +20,27 @@ def iso(us: int, digits: int = 6) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if digits else "") + "Z"
 
 
-def binance_trade(tid: int, price: str = "67000.10", qty: str = "0.00120000", ts_ms: int | None = None,
-                  maker: object = True, symbol: str = "BTCUSDT", **override: object) -> bytes:
+def binance_trade(
+    tid: int,
+    price: str = "67000.10",
+    qty: str = "0.00120000",
+    ts_ms: int | None = None,
+    maker: object = True,
+    symbol: str = "BTCUSDT",
+    **override: object,
+) -> bytes:
     ts_ms = BASE_US // 1000 if ts_ms is None else ts_ms
-    data = {"e": "trade", "E": ts_ms + 1, "s": symbol, "t": tid, "p": price, "q": qty, "T": ts_ms,
-            "m": maker, "M": True}
+    data = {
+        "e": "trade",
+        "E": ts_ms + 1,
+        "s": symbol,
+        "t": tid,
+        "p": price,
+        "q": qty,
+        "T": ts_ms,
+        "m": maker,
+        "M": True,
+    }
     data.update(override)
     for key, value in list(data.items()):
         if value is _DROP:
@@ -52,22 +68,53 @@ def kraken_frame(trades: list[dict[str, object]], kind: str = "update") -> bytes
     return ('{"channel":"trade","type":"' + kind + '","data":[' + ",".join(parts) + "]}").encode()
 
 
-def kraken_trade(tid: int, price: str = "67000.1", qty: str = "0.00012345", side: str = "buy",
-                 ts_us: int | None = None, symbol: str = "BTC/USD") -> dict[str, object]:
-    return {"symbol": symbol, "side": side, "price": price, "qty": qty, "ord_type": "market",
-            "trade_id": tid, "timestamp": iso(BASE_US if ts_us is None else ts_us)}
+def kraken_trade(
+    tid: int,
+    price: str = "67000.1",
+    qty: str = "0.00012345",
+    side: str = "buy",
+    ts_us: int | None = None,
+    symbol: str = "BTC/USD",
+) -> dict[str, object]:
+    return {
+        "symbol": symbol,
+        "side": side,
+        "price": price,
+        "qty": qty,
+        "ord_type": "market",
+        "trade_id": tid,
+        "timestamp": iso(BASE_US if ts_us is None else ts_us),
+    }
 
 
-def coinbase_trade(tid: str, product: str = "BTC-USD", price: str = "67000.01", size: str = "0.5",
-                   side: str = "BUY", ts_us: int | None = None) -> dict[str, object]:
-    return {"trade_id": tid, "product_id": product, "price": price, "size": size, "side": side,
-            "time": iso(BASE_US if ts_us is None else ts_us, 9)}
+def coinbase_trade(
+    tid: str,
+    product: str = "BTC-USD",
+    price: str = "67000.01",
+    size: str = "0.5",
+    side: str = "BUY",
+    ts_us: int | None = None,
+) -> dict[str, object]:
+    return {
+        "trade_id": tid,
+        "product_id": product,
+        "price": price,
+        "size": size,
+        "side": side,
+        "time": iso(BASE_US if ts_us is None else ts_us, 9),
+    }
 
 
 def coinbase_frame(seq: int, events: list[list[dict[str, object]]], kind: str = "update") -> bytes:
-    return json.dumps({"channel": "market_trades", "client_id": "", "timestamp": iso(BASE_US, 9),
-                       "sequence_num": seq,
-                       "events": [{"type": kind, "trades": trades} for trades in events]}).encode()
+    return json.dumps(
+        {
+            "channel": "market_trades",
+            "client_id": "",
+            "timestamp": iso(BASE_US, 9),
+            "sequence_num": seq,
+            "events": [{"type": kind, "trades": trades} for trades in events],
+        }
+    ).encode()
 
 
 BINANCE_ACK = b'{"result":null,"id":1}'
@@ -82,12 +129,24 @@ KRAKEN_CONTROL = [
 
 def coinbase_control(seq: int) -> list[bytes]:
     return [
-        json.dumps({"channel": "subscriptions", "client_id": "", "timestamp": iso(BASE_US, 9),
-                    "sequence_num": seq,
-                    "events": [{"subscriptions": {"market_trades": ["BTC-USD"]}}]}).encode(),
-        json.dumps({"channel": "heartbeats", "client_id": "", "timestamp": iso(BASE_US, 9),
-                    "sequence_num": seq + 1,
-                    "events": [{"current_time": "x", "heartbeat_counter": 1}]}).encode(),
+        json.dumps(
+            {
+                "channel": "subscriptions",
+                "client_id": "",
+                "timestamp": iso(BASE_US, 9),
+                "sequence_num": seq,
+                "events": [{"subscriptions": {"market_trades": ["BTC-USD"]}}],
+            }
+        ).encode(),
+        json.dumps(
+            {
+                "channel": "heartbeats",
+                "client_id": "",
+                "timestamp": iso(BASE_US, 9),
+                "sequence_num": seq + 1,
+                "events": [{"current_time": "x", "heartbeat_counter": 1}],
+            }
+        ).encode(),
     ]
 
 
@@ -98,8 +157,7 @@ def raw_record(connection: str, seq: int, frame: bytes, received_ns: int = BASE_
     return (connection.encode(), frame, RawHeaders(received_ns, connection, seq).to_kafka())
 
 
-def marker_record(exchange: str, lost: str, new: str, seq: int, down_from_ns: int,
-                  down_to_ns: int) -> Record:
+def marker_record(exchange: str, lost: str, new: str, seq: int, down_from_ns: int, down_to_ns: int) -> Record:
     marker = DisconnectMarker(exchange, lost, new, down_from_ns, down_to_ns, "test", ())
     return (new.encode(), marker.encode(), RawHeaders(down_to_ns, new, seq, KIND_MARKER).to_kafka())
 

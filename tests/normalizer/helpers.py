@@ -16,8 +16,11 @@ from tests.processes import ServiceProcess
 
 def worker(env: dict[str, str], app_id: str, name: str, **extra: str) -> tuple[ServiceProcess, str]:
     port = free_port()
-    proc = ServiceProcess("services.normalizer", env={**env, "K2_NORMALIZER_APP_ID": app_id,
-                                                      "K2_METRICS_PORT": str(port), **extra}, name=name)
+    proc = ServiceProcess(
+        "services.normalizer",
+        env={**env, "K2_NORMALIZER_APP_ID": app_id, "K2_METRICS_PORT": str(port), **extra},
+        name=name,
+    )
     return proc, f"http://127.0.0.1:{port}/metrics"
 
 
@@ -29,16 +32,18 @@ async def marks(bootstrap: str, *topics: str) -> dict[str, dict[int, int]]:
     return {topic: await end_offsets(bootstrap, topic) for topic in topics}
 
 
-async def read_since(bootstrap: str, topic: str, since: dict[int, int] | None = None,
-                     timeout: float = 10.0) -> list[Any]:
+async def read_since(
+    bootstrap: str, topic: str, since: dict[int, int] | None = None, timeout: float = 10.0
+) -> list[Any]:
     """Committed records of `topic` after the `since` offsets, up to the current end (read_committed)."""
     since = since or {}
     ends = await end_offsets(bootstrap, topic)
     tps = [TopicPartition(topic, p) for p in ends if ends[p] > since.get(p, 0)]
     if not tps:  # (stopping an aiokafka consumer right after its start raises CancelledError)
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     records: list[Any] = []
     try:

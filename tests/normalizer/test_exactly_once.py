@@ -43,18 +43,28 @@ def _inputs(lo: int, hi: int) -> tuple[dict[str, list], set[tuple[str, str, str]
             expected.add(("binance", symbol.replace("USDT", "/USDT"), str(tid)))
     for start in range(lo, hi, 4):
         for symbol in KRAKEN:
-            trades = [kraken_trade(t, "67000.1", "0.001", "buy", BASE_US - 1_000_000 + t, symbol)
-                      for t in range(start, min(start + 4, hi))]
+            trades = [
+                kraken_trade(t, "67000.1", "0.001", "buy", BASE_US - 1_000_000 + t, symbol)
+                for t in range(start, min(start + 4, hi))
+            ]
             if start % 40 == 0:
                 trades.append(kraken_trade(10**6 + start, "0", "1", "buy", BASE_US, symbol))  # bad_price
                 bad += 1
             records["kraken"].append(raw_record(f"eo-k-{symbol}", start, kraken_frame(trades)))
             expected.update(("kraken", symbol, str(t)) for t in range(start, min(start + 4, hi)))
-        events = [[coinbase_trade(f"{p}{t}", p, "99.5", "2", "SELL", BASE_US - 500_000 + t)
-                   for t in range(start, min(start + 4, hi))] for p in COINBASE]
+        events = [
+            [
+                coinbase_trade(f"{p}{t}", p, "99.5", "2", "SELL", BASE_US - 500_000 + t)
+                for t in range(start, min(start + 4, hi))
+            ]
+            for p in COINBASE
+        ]
         records["coinbase"].append(raw_record("eo-c", start, coinbase_frame(start, events)))
-        expected.update(("coinbase", p.replace("-", "/"), f"{p}{t}")
-                        for p in COINBASE for t in range(start, min(start + 4, hi)))
+        expected.update(
+            ("coinbase", p.replace("-", "/"), f"{p}{t}")
+            for p in COINBASE
+            for t in range(start, min(start + 4, hi))
+        )
     return records, expected, bad
 
 
@@ -90,12 +100,16 @@ async def _all_committed(bootstrap: str, group: str) -> bool:
     return True
 
 
-async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(fresh_topics: str,
-                                                                          k2_env: dict[str, str]) -> None:
+async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(
+    fresh_topics: str, k2_env: dict[str, str]
+) -> None:
     bootstrap = fresh_topics
     app_id = new_app_id()
-    settings = {"K2_NORMALIZER_BATCH_MAX": "40", "K2_NORMALIZER_SESSION_TIMEOUT_S": "6",
-                "K2_NORMALIZER_TRANSACTION_TIMEOUT_MS": "8000"}
+    settings = {
+        "K2_NORMALIZER_BATCH_MAX": "40",
+        "K2_NORMALIZER_SESSION_TIMEOUT_S": "6",
+        "K2_NORMALIZER_TRANSACTION_TIMEOUT_MS": "8000",
+    }
     a, url_a = worker(k2_env, app_id, "normalizer-a", **settings)
     b, url_b = worker(k2_env, app_id, "normalizer-b", **settings)
     with a, b:
@@ -106,8 +120,11 @@ async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(fresh_t
             await produce(bootstrap, RAW_TOPICS[exchange], records)
 
         async def both_busy() -> bool:  # mid-stream: both workers have committed transactions
-            return _metric(url_a, "k2_normalizer_transactions_total") >= 3 and \
-                _metric(url_b, "k2_normalizer_transactions_total") >= 3
+            return (
+                _metric(url_a, "k2_normalizer_transactions_total") >= 3
+                and _metric(url_b, "k2_normalizer_transactions_total") >= 3
+            )
+
         await wait_for(both_busy, timeout=90, message="both workers to commit transactions")
         a.kill()  # SIGKILL, mid-stream: open transactions are never committed
         second, expected2, bad2 = _inputs(IDS // 2, IDS)
@@ -119,11 +136,13 @@ async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(fresh_t
         async def done() -> bool:
             assert b.running, b.output()[-3000:]
             return await _all_committed(bootstrap, app_id)
+
         await wait_for(done, timeout=150, interval=1.0, message="the survivor to consume everything")
 
         async def visible() -> bool:  # the killed worker's open transaction is aborted by timeout
             trades = await read_since(bootstrap, TRADES)
             return len(trades) >= len(expected)
+
         await wait_for(visible, timeout=60, interval=1.0, message="all trades visible")
     trades = [Trade.decode(r.value) for r in await read_since(bootstrap, TRADES)]
     counts = Counter(t.natural_key for t in trades)

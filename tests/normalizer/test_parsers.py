@@ -52,8 +52,13 @@ def test_capture_gives_exactly_the_expected_trades() -> None:
 
 
 def test_kraken_numbers_stay_exact_and_every_trade_of_a_frame_is_kept() -> None:
-    frame = kraken_frame([kraken_trade(1, "0.00012345", "67000.1"), kraken_trade(2, "67000.1", "0.1"),
-                          kraken_trade(3, "1.10", "3")])
+    frame = kraken_frame(
+        [
+            kraken_trade(1, "0.00012345", "67000.1"),
+            kraken_trade(2, "67000.1", "0.1"),
+            kraken_trade(3, "1.10", "3"),
+        ]
+    )
     result = parse("kraken", frame)
     assert [t.trade_id for t in result.trades] == ["1", "2", "3"]
     assert result.trades[0].price == Decimal("0.00012345") and str(result.trades[0].price) == "0.00012345"
@@ -74,19 +79,24 @@ def test_timestamps_are_microseconds_utc() -> None:
     assert rfc3339_us("1970-01-01T00:00:01.123456789Z") == 1_123_456
     assert rfc3339_us("1970-01-01T01:00:00+01:00") == 0
     assert rfc3339_us("2026-11-26T00:00:00Z") == BASE_US
-    assert parse("binance", binance_trade(1, ts_ms=1_795_651_199_999)).trades[0].exchange_ts == \
-        1_795_651_199_999_000
+    assert (
+        parse("binance", binance_trade(1, ts_ms=1_795_651_199_999)).trades[0].exchange_ts
+        == 1_795_651_199_999_000
+    )
 
 
-@pytest.mark.parametrize("exchange,frame,control", [
-    ("binance", BINANCE_ACK, "ack"),
-    ("binance", b'{"error":{"code":2,"msg":"Invalid request"},"id":3}', "error"),
-    ("kraken", KRAKEN_CONTROL[0], "ack"),
-    ("kraken", KRAKEN_CONTROL[1], "status"),
-    ("kraken", KRAKEN_CONTROL[2], "heartbeat"),
-    ("coinbase", coinbase_control(0)[0], "subscriptions"),
-    ("coinbase", coinbase_control(0)[1], "heartbeat"),
-])
+@pytest.mark.parametrize(
+    "exchange,frame,control",
+    [
+        ("binance", BINANCE_ACK, "ack"),
+        ("binance", b'{"error":{"code":2,"msg":"Invalid request"},"id":3}', "error"),
+        ("kraken", KRAKEN_CONTROL[0], "ack"),
+        ("kraken", KRAKEN_CONTROL[1], "status"),
+        ("kraken", KRAKEN_CONTROL[2], "heartbeat"),
+        ("coinbase", coinbase_control(0)[0], "subscriptions"),
+        ("coinbase", coinbase_control(0)[1], "heartbeat"),
+    ],
+)
 def test_control_frames_are_recognised(exchange: str, frame: bytes, control: str) -> None:
     result = parse(exchange, frame)
     assert (result.control, result.trades, result.rejections) == (control, [], [])
@@ -112,38 +122,41 @@ FUTURE = BASE_US + 61_000_000
 STALE = BASE_US - 7 * 24 * HOUR_US - 1
 
 
-@pytest.mark.parametrize("exchange,frame,reason", [
-    ("binance", b'{"stream":"btcusdt@trade","data":{"e":"trade"', "malformed_json"),
-    ("kraken", b"hello", "malformed_json"),
-    ("coinbase", b"\xff\xfe", "bad_encoding"),
-    ("binance", b'{"foo":1}', "unknown_frame"),
-    ("kraken", b"[1,2]", "unknown_frame"),
-    ("binance", _b(p=DROP), "missing_field"),
-    ("binance", _b(t="12"), "wrong_type"),
-    ("binance", _b(p="abc"), "bad_decimal"),
-    ("binance", _b(p="0"), "bad_price"),
-    ("binance", _b(q="-1"), "bad_quantity"),
-    ("binance", _b(m="yes"), "bad_side"),
-    ("binance", _b(T=FUTURE // 1000), "ts_future"),
-    ("binance", _b(T=STALE // 1000), "ts_stale"),
-    ("binance", _b(s="FOOBAR"), "unknown_symbol"),
-    ("kraken", _k(qty=DROP), "missing_field"),
-    ("kraken", _k(price=Quoted("67000.1")), "wrong_type"),
-    ("kraken", _k(price="1e-30"), "bad_decimal"),
-    ("kraken", _k(price="-5"), "bad_price"),
-    ("kraken", _k(qty="0"), "bad_quantity"),
-    ("kraken", _k(side="hold"), "bad_side"),
-    ("kraken", _k(timestamp="yesterday"), "wrong_type"),
-    ("kraken", _k(symbol="BTC/EUR"), "unknown_symbol"),
-    ("coinbase", _c(size=DROP), "missing_field"),
-    ("coinbase", _c(price=67000), "wrong_type"),
-    ("coinbase", _c(price="NaN"), "bad_decimal"),
-    ("coinbase", _c(price="0.0"), "bad_price"),
-    ("coinbase", _c(size="-0.1"), "bad_quantity"),
-    ("coinbase", _c(side="UNKNOWN"), "bad_side"),
-    ("coinbase", _c(time="2026-11-26T00:01:01.000000001Z"), "ts_future"),
-    ("coinbase", _c(product_id="BTC-EUR"), "unknown_symbol"),
-])
+@pytest.mark.parametrize(
+    "exchange,frame,reason",
+    [
+        ("binance", b'{"stream":"btcusdt@trade","data":{"e":"trade"', "malformed_json"),
+        ("kraken", b"hello", "malformed_json"),
+        ("coinbase", b"\xff\xfe", "bad_encoding"),
+        ("binance", b'{"foo":1}', "unknown_frame"),
+        ("kraken", b"[1,2]", "unknown_frame"),
+        ("binance", _b(p=DROP), "missing_field"),
+        ("binance", _b(t="12"), "wrong_type"),
+        ("binance", _b(p="abc"), "bad_decimal"),
+        ("binance", _b(p="0"), "bad_price"),
+        ("binance", _b(q="-1"), "bad_quantity"),
+        ("binance", _b(m="yes"), "bad_side"),
+        ("binance", _b(T=FUTURE // 1000), "ts_future"),
+        ("binance", _b(T=STALE // 1000), "ts_stale"),
+        ("binance", _b(s="FOOBAR"), "unknown_symbol"),
+        ("kraken", _k(qty=DROP), "missing_field"),
+        ("kraken", _k(price=Quoted("67000.1")), "wrong_type"),
+        ("kraken", _k(price="1e-30"), "bad_decimal"),
+        ("kraken", _k(price="-5"), "bad_price"),
+        ("kraken", _k(qty="0"), "bad_quantity"),
+        ("kraken", _k(side="hold"), "bad_side"),
+        ("kraken", _k(timestamp="yesterday"), "wrong_type"),
+        ("kraken", _k(symbol="BTC/EUR"), "unknown_symbol"),
+        ("coinbase", _c(size=DROP), "missing_field"),
+        ("coinbase", _c(price=67000), "wrong_type"),
+        ("coinbase", _c(price="NaN"), "bad_decimal"),
+        ("coinbase", _c(price="0.0"), "bad_price"),
+        ("coinbase", _c(size="-0.1"), "bad_quantity"),
+        ("coinbase", _c(side="UNKNOWN"), "bad_side"),
+        ("coinbase", _c(time="2026-11-26T00:01:01.000000001Z"), "ts_future"),
+        ("coinbase", _c(product_id="BTC-EUR"), "unknown_symbol"),
+    ],
+)
 def test_each_rule_gives_its_reason(exchange: str, frame: bytes, reason: str) -> None:
     assert reason in DLQ_REASONS
     result = parse(exchange, frame)
@@ -153,15 +166,19 @@ def test_each_rule_gives_its_reason(exchange: str, frame: bytes, reason: str) ->
 
 
 def test_good_trades_of_a_frame_pass_beside_bad_ones() -> None:
-    frame = kraken_frame([kraken_trade(1), kraken_trade(2, price="0"), kraken_trade(3),
-                          kraken_trade(4, symbol="FOO/BAR")])
+    frame = kraken_frame(
+        [kraken_trade(1), kraken_trade(2, price="0"), kraken_trade(3), kraken_trade(4, symbol="FOO/BAR")]
+    )
     result = parse("kraken", frame)
     assert [t.trade_id for t in result.trades] == ["1", "3"]
-    assert [(r.reason, r.element_index) for r in result.rejections] == \
-        [("bad_price", 1), ("unknown_symbol", 3)]
+    assert [(r.reason, r.element_index) for r in result.rejections] == [
+        ("bad_price", 1),
+        ("unknown_symbol", 3),
+    ]
     assert '"trade_id":2' in result.rejections[0].payload
-    envelope = coinbase_frame(5, [[coinbase_trade("1"), coinbase_trade("2", side="X")],
-                                  [coinbase_trade("3", product="ETH-USD")]])
+    envelope = coinbase_frame(
+        5, [[coinbase_trade("1"), coinbase_trade("2", side="X")], [coinbase_trade("3", product="ETH-USD")]]
+    )
     result = parse("coinbase", envelope)
     assert [t.trade_id for t in result.trades] == ["1", "3"]
     assert [(r.reason, r.element_index) for r in result.rejections] == [("bad_side", 1)]

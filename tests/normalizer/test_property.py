@@ -20,45 +20,123 @@ LINEAGE = Lineage("t", 0, 0)
 BASE_MS = BASE_US // 1000
 EXCHANGES = st.sampled_from(["binance", "kraken", "coinbase"])
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),
-                         st.decimals(allow_nan=False, allow_infinity=False).map(str),
-                         st.sampled_from(["BTCUSDT", "BTC/USD", "BTC-USD", "buy", "SELL", "trade",
-                                          "2026-11-26T00:00:00.123456Z", "67000.1", "0", "-1"]))
-json_values = st.recursive(json_scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4),
-    st.dictionaries(st.sampled_from(["e", "s", "t", "p", "q", "T", "m", "data", "stream", "channel",
-                                     "type", "symbol", "side", "price", "qty", "trade_id", "timestamp",
-                                     "events", "trades", "product_id", "size", "time", "sequence_num",
-                                     "result", "id", "method", "success"]) | st.text(max_size=5),
-                    children, max_size=8)), max_leaves=30)
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=12),
+    st.decimals(allow_nan=False, allow_infinity=False).map(str),
+    st.sampled_from(
+        [
+            "BTCUSDT",
+            "BTC/USD",
+            "BTC-USD",
+            "buy",
+            "SELL",
+            "trade",
+            "2026-11-26T00:00:00.123456Z",
+            "67000.1",
+            "0",
+            "-1",
+        ]
+    ),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "e",
+                    "s",
+                    "t",
+                    "p",
+                    "q",
+                    "T",
+                    "m",
+                    "data",
+                    "stream",
+                    "channel",
+                    "type",
+                    "symbol",
+                    "side",
+                    "price",
+                    "qty",
+                    "trade_id",
+                    "timestamp",
+                    "events",
+                    "trades",
+                    "product_id",
+                    "size",
+                    "time",
+                    "sequence_num",
+                    "result",
+                    "id",
+                    "method",
+                    "success",
+                ]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=8,
+        ),
+    ),
+    max_leaves=30,
+)
 
 
 def _trade_like(exchange: str) -> st.SearchStrategy[bytes]:
     """Frames shaped like real trade frames with every field fuzzed: the interesting paths."""
     field = json_scalars
     if exchange == "binance":
-        data = st.fixed_dictionaries({"e": st.just("trade") | field, "s": st.just("BTCUSDT") | field,
-                                      "t": st.integers() | field, "p": field, "q": field,
-                                      "T": st.integers(BASE_MS - 10**9, BASE_MS + 10**9) | field,
-                                      "m": st.booleans() | field})
+        data = st.fixed_dictionaries(
+            {
+                "e": st.just("trade") | field,
+                "s": st.just("BTCUSDT") | field,
+                "t": st.integers() | field,
+                "p": field,
+                "q": field,
+                "T": st.integers(BASE_MS - 10**9, BASE_MS + 10**9) | field,
+                "m": st.booleans() | field,
+            }
+        )
         return data.map(lambda d: json.dumps({"stream": "x", "data": d}).encode())
     if exchange == "kraken":
-        trade = st.fixed_dictionaries({"symbol": st.just("BTC/USD") | field, "side": st.just("buy") | field,
-                                       "price": st.integers(-5, 10**6) | field, "qty": field,
-                                       "trade_id": st.integers() | field, "timestamp": field})
+        trade = st.fixed_dictionaries(
+            {
+                "symbol": st.just("BTC/USD") | field,
+                "side": st.just("buy") | field,
+                "price": st.integers(-5, 10**6) | field,
+                "qty": field,
+                "trade_id": st.integers() | field,
+                "timestamp": field,
+            }
+        )
         return st.lists(trade | json_values, max_size=4).map(
-            lambda ts: json.dumps({"channel": "trade", "type": "update", "data": ts}).encode())
-    trade = st.fixed_dictionaries({"trade_id": field, "product_id": st.just("BTC-USD") | field,
-                                   "price": field, "size": field, "side": st.just("BUY") | field,
-                                   "time": field})
-    events = st.lists(st.fixed_dictionaries({"trades": st.lists(trade | json_values, max_size=3)})
-                      | json_values, max_size=3)
-    return events.map(lambda ev: json.dumps({"channel": "market_trades", "sequence_num": 1,
-                                             "events": ev}).encode())
+            lambda ts: json.dumps({"channel": "trade", "type": "update", "data": ts}).encode()
+        )
+    trade = st.fixed_dictionaries(
+        {
+            "trade_id": field,
+            "product_id": st.just("BTC-USD") | field,
+            "price": field,
+            "size": field,
+            "side": st.just("BUY") | field,
+            "time": field,
+        }
+    )
+    events = st.lists(
+        st.fixed_dictionaries({"trades": st.lists(trade | json_values, max_size=3)}) | json_values, max_size=3
+    )
+    return events.map(
+        lambda ev: json.dumps({"channel": "market_trades", "sequence_num": 1, "events": ev}).encode()
+    )
 
 
-frames = st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()),
-                   EXCHANGES.flatmap(_trade_like))
+frames = st.one_of(
+    st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode()), EXCHANGES.flatmap(_trade_like)
+)
 
 
 def _check(exchange: str, frame: bytes) -> None:
@@ -79,11 +157,20 @@ def test_parser_never_crashes_and_classifies_every_frame(exchange: str, frame: b
 
 
 @settings(max_examples=200, deadline=None)
-@given(exchange=EXCHANGES, frame=frames, headers=st.lists(st.tuples(
-    st.sampled_from(["received_at", "connection_id", "seq", "k2_kind", "x"]), st.binary(max_size=12)),
-    max_size=5), marker=st.booleans())
-def test_stage_one_never_crashes_on_any_record(exchange: str, frame: bytes, headers: list,
-                                               marker: bool) -> None:
+@given(
+    exchange=EXCHANGES,
+    frame=frames,
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(["received_at", "connection_id", "seq", "k2_kind", "x"]), st.binary(max_size=12)
+        ),
+        max_size=5,
+    ),
+    marker=st.booleans(),
+)
+def test_stage_one_never_crashes_on_any_record(
+    exchange: str, frame: bytes, headers: list, marker: bool
+) -> None:
     """Whole stage 1 (headers, markers included): every record ends as outputs or a control frame."""
     stage = ParseStage(sender=None, instruments=INSTRUMENTS)  # type: ignore[arg-type]
     if marker:

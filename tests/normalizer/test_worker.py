@@ -30,12 +30,17 @@ OUTPUTS = (TRADES, TRADES_DLQ, GAPS)
 
 
 @pytest.fixture(scope="module")
-async def running(topics: str, tmp_path_factory: pytest.TempPathFactory,
-                  broker) -> AsyncIterator[tuple[ServiceProcess, str]]:
+async def running(
+    topics: str, tmp_path_factory: pytest.TempPathFactory, broker
+) -> AsyncIterator[tuple[ServiceProcess, str]]:
     await reset_topics(topics)  # a new consumer group reads the raw topics from their beginning
     data_dir = tmp_path_factory.mktemp("normalizer")
-    env = {"K2_DATA_DIR": str(data_dir), "K2_KAFKA_BOOTSTRAP": broker.bootstrap, "K2_LOG_LEVEL": "INFO",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        "K2_DATA_DIR": str(data_dir),
+        "K2_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "K2_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
     proc, url = worker(env, new_app_id(), "normalizer-worker")
     proc.start()
     try:
@@ -45,8 +50,13 @@ async def running(topics: str, tmp_path_factory: pytest.TempPathFactory,
         proc.stop()
 
 
-async def _run(bootstrap: str, inputs: dict[str, list], count: dict[str, int],
-               proc: ServiceProcess, before: dict[str, dict[int, int]] | None = None) -> dict[str, list]:
+async def _run(
+    bootstrap: str,
+    inputs: dict[str, list],
+    count: dict[str, int],
+    proc: ServiceProcess,
+    before: dict[str, dict[int, int]] | None = None,
+) -> dict[str, list]:
     """Produce inputs, wait until each output topic gained `count[topic]` records, return them."""
     before = before or await marks(bootstrap, *OUTPUTS)
     for exchange, records in inputs.items():
@@ -85,38 +95,79 @@ async def test_each_rule_sends_its_reason_to_the_dlq(running, topics: str) -> No
     proc, _url = running
     future_ms = (BASE_US + 120_000_000) // 1000
     stale_ms = (BASE_US - 8 * 24 * 3600 * 1_000_000) // 1000
-    binance = [raw_record("dlq-b", i + 1, frame) for i, frame in enumerate([
-        b'{"stream":"dogeusdt@trade","data":{"e":"tra',
-        b'{"foo":1}',
-        binance_trade(1, symbol="DOGEUSDT", p="0"),
-        binance_trade(2, symbol="DOGEUSDT", q="0"),
-        binance_trade(3, symbol="DOGEUSDT", m="?"),
-        binance_trade(4, symbol="DOGEUSDT", T=future_ms),
-        binance_trade(5, symbol="DOGEUSDT", T=stale_ms),
-        binance_trade(6, symbol="NOPEUSDT"),
-        binance_trade(7, symbol="DOGEUSDT", p="1.0000000000000000001"),
-        binance_trade(8, symbol="DOGEUSDT", t="x"),
-    ])]
-    kraken = [raw_record("dlq-k", 1, kraken_frame([
-        kraken_trade(1, symbol="DOGE/USD", price="0.12"),
-        {"symbol": "DOGE/USD", "side": "buy", "price": "0.1", "trade_id": 2,
-         "timestamp": "2026-11-26T00:00:00Z"},
-        kraken_trade(3, symbol="DOGE/USD", side="maybe"),
-        kraken_trade(4, symbol="DOGE/USD", price="0.13"),
-    ]))]
-    coinbase = [raw_record("dlq-c", 1, coinbase_frame(1, [[coinbase_trade("1", "DOGE-USD", price="-1")],
-                                                          [coinbase_trade("2", "DOGE-USD", "0.12")]])),
-                raw_record("dlq-c", 2, b"\xff")]
+    binance = [
+        raw_record("dlq-b", i + 1, frame)
+        for i, frame in enumerate(
+            [
+                b'{"stream":"dogeusdt@trade","data":{"e":"tra',
+                b'{"foo":1}',
+                binance_trade(1, symbol="DOGEUSDT", p="0"),
+                binance_trade(2, symbol="DOGEUSDT", q="0"),
+                binance_trade(3, symbol="DOGEUSDT", m="?"),
+                binance_trade(4, symbol="DOGEUSDT", T=future_ms),
+                binance_trade(5, symbol="DOGEUSDT", T=stale_ms),
+                binance_trade(6, symbol="NOPEUSDT"),
+                binance_trade(7, symbol="DOGEUSDT", p="1.0000000000000000001"),
+                binance_trade(8, symbol="DOGEUSDT", t="x"),
+            ]
+        )
+    ]
+    kraken = [
+        raw_record(
+            "dlq-k",
+            1,
+            kraken_frame(
+                [
+                    kraken_trade(1, symbol="DOGE/USD", price="0.12"),
+                    {
+                        "symbol": "DOGE/USD",
+                        "side": "buy",
+                        "price": "0.1",
+                        "trade_id": 2,
+                        "timestamp": "2026-11-26T00:00:00Z",
+                    },
+                    kraken_trade(3, symbol="DOGE/USD", side="maybe"),
+                    kraken_trade(4, symbol="DOGE/USD", price="0.13"),
+                ]
+            ),
+        )
+    ]
+    coinbase = [
+        raw_record(
+            "dlq-c",
+            1,
+            coinbase_frame(
+                1, [[coinbase_trade("1", "DOGE-USD", price="-1")], [coinbase_trade("2", "DOGE-USD", "0.12")]]
+            ),
+        ),
+        raw_record("dlq-c", 2, b"\xff"),
+    ]
     # one record without the received_at header
     binance.append((b"dlq-b", binance_trade(9, symbol="DOGEUSDT"), [("connection_id", b"dlq-b")]))
-    got = await _run(topics, {"binance": binance, "kraken": kraken, "coinbase": coinbase},
-                     {TRADES_DLQ: 15, TRADES: 3}, proc)
+    got = await _run(
+        topics,
+        {"binance": binance, "kraken": kraken, "coinbase": coinbase},
+        {TRADES_DLQ: 15, TRADES: 3},
+        proc,
+    )
     letters = [DeadLetter.decode(r.value) for r in got[TRADES_DLQ]]
     by_exchange = {ex: sorted(d.reason for d in letters if d.exchange == ex) for ex in RAW_TOPICS}
     assert by_exchange == {
-        "binance": sorted(["malformed_json", "unknown_frame", "bad_price", "bad_quantity", "bad_side",
-                           "ts_future", "ts_stale", "unknown_symbol", "bad_decimal", "wrong_type",
-                           "missing_field"]),
+        "binance": sorted(
+            [
+                "malformed_json",
+                "unknown_frame",
+                "bad_price",
+                "bad_quantity",
+                "bad_side",
+                "ts_future",
+                "ts_stale",
+                "unknown_symbol",
+                "bad_decimal",
+                "wrong_type",
+                "missing_field",
+            ]
+        ),
         "kraken": ["bad_side", "missing_field"],
         "coinbase": ["bad_encoding", "bad_price"],
     }
@@ -127,8 +178,11 @@ async def test_each_rule_sends_its_reason_to_the_dlq(running, topics: str) -> No
     kraken_letters = {d.reason: d for d in letters if d.exchange == "kraken"}
     assert kraken_letters["bad_side"].element_index == 2 and '"maybe"' in kraken_letters["bad_side"].payload
     # the good trades of the same frames passed
-    assert sorted((t.exchange, t.trade_id) for t in (Trade.decode(r.value) for r in got[TRADES])) == \
-        [("coinbase", "2"), ("kraken", "1"), ("kraken", "4")]
+    assert sorted((t.exchange, t.trade_id) for t in (Trade.decode(r.value) for r in got[TRADES])) == [
+        ("coinbase", "2"),
+        ("kraken", "1"),
+        ("kraken", "4"),
+    ]
 
 
 async def test_duplicates_across_partitions_are_dropped(running, topics: str) -> None:
@@ -136,16 +190,21 @@ async def test_duplicates_across_partitions_are_dropped(running, topics: str) ->
     conn_a, conn_b = keys_on_distinct_partitions("dup-feed")
     trades_a = [raw_record(conn_a, i, binance_trade(i, symbol="ADAUSDT", p="0.45")) for i in range(1, 41)]
     trades_b = [raw_record(conn_b, i, binance_trade(i, symbol="ADAUSDT", p="0.45")) for i in range(21, 61)]
-    snapshot = kraken_frame([kraken_trade(i, symbol="ADA/USD", price="0.45") for i in range(1, 11)],
-                            kind="snapshot")
-    kraken = [raw_record(conn_a, 1, snapshot), raw_record(conn_b, 1, snapshot),
-              raw_record(conn_a, 2, snapshot)]  # a resubscribe replays the snapshot
+    snapshot = kraken_frame(
+        [kraken_trade(i, symbol="ADA/USD", price="0.45") for i in range(1, 11)], kind="snapshot"
+    )
+    kraken = [
+        raw_record(conn_a, 1, snapshot),
+        raw_record(conn_b, 1, snapshot),
+        raw_record(conn_a, 2, snapshot),
+    ]  # a resubscribe replays the snapshot
     dropped_before = _metric(scrape(url), "k2_normalizer_duplicates_dropped_total")
     before = await marks(topics, *OUTPUTS)
     await _run(topics, {"binance": trades_a + trades_b, "kraken": kraken}, {TRADES: 70}, proc, before)
 
     async def all_seen() -> bool:  # every input has been consumed once 40 duplicates were dropped
         return _metric(scrape(url), "k2_normalizer_duplicates_dropped_total") - dropped_before >= 40
+
     await wait_for(all_seen, timeout=30, message="40 duplicates dropped")
     trades = [Trade.decode(r.value) for r in await read_since(topics, TRADES, before[TRADES])]
     keys = Counter(t.natural_key for t in trades)
@@ -155,16 +214,31 @@ async def test_duplicates_across_partitions_are_dropped(running, topics: str) ->
 
 async def test_gaps_are_reported_with_their_count(running, topics: str) -> None:
     proc, _url = running
-    binance = [raw_record("gap-b", i, binance_trade(tid, symbol="LTCUSDT", p="80"))
-               for i, tid in enumerate([1, 2, 3, 7, 8], start=1)]
-    kraken = [raw_record("gap-k", 1, kraken_frame([kraken_trade(50, symbol="LTC/USD", price="80"),
-                                                   kraken_trade(52, symbol="LTC/USD", price="80")]))]
-    coinbase = [raw_record("gap-c", i, coinbase_frame(seq, [[coinbase_trade(f"77{seq}", "LTC-USD", "80")]]))
-                for i, seq in enumerate([1, 2, 5], start=1)]
+    binance = [
+        raw_record("gap-b", i, binance_trade(tid, symbol="LTCUSDT", p="80"))
+        for i, tid in enumerate([1, 2, 3, 7, 8], start=1)
+    ]
+    kraken = [
+        raw_record(
+            "gap-k",
+            1,
+            kraken_frame(
+                [
+                    kraken_trade(50, symbol="LTC/USD", price="80"),
+                    kraken_trade(52, symbol="LTC/USD", price="80"),
+                ]
+            ),
+        )
+    ]
+    coinbase = [
+        raw_record("gap-c", i, coinbase_frame(seq, [[coinbase_trade(f"77{seq}", "LTC-USD", "80")]]))
+        for i, seq in enumerate([1, 2, 5], start=1)
+    ]
     coinbase.append(marker_record("coinbase", "gap-c", "gap-c2", 1, BASE_NS, BASE_NS + 5_000_000_000))
     coinbase.append(raw_record("gap-c2", 2, coinbase_frame(1, [[coinbase_trade("780", "LTC-USD", "80")]])))
-    got = await _run(topics, {"binance": binance, "kraken": kraken, "coinbase": coinbase},
-                     {GAPS: 4, TRADES: 11}, proc)
+    got = await _run(
+        topics, {"binance": binance, "kraken": kraken, "coinbase": coinbase}, {GAPS: 4, TRADES: 11}, proc
+    )
     gaps = {(g.exchange, g.kind, g.subject): g for g in (Gap.decode(r.value) for r in got[GAPS])}
     assert len(gaps) == 4
     b = gaps["binance", "sequence", "LTC/USDT"]
@@ -187,15 +261,24 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 async def test_metrics_are_served(running, topics: str) -> None:
     proc, url = running
-    await _run(topics, {"kraken": [raw_record("met-k", 1, kraken_frame([kraken_trade(1, symbol="DOT/USD",
-                                                                                      price="7")]))]},
-               {TRADES: 1}, proc)
+    await _run(
+        topics,
+        {"kraken": [raw_record("met-k", 1, kraken_frame([kraken_trade(1, symbol="DOT/USD", price="7")]))]},
+        {TRADES: 1},
+        proc,
+    )
     text = scrape(url)
-    for name in ("k2_normalizer_frames_in_total", "k2_normalizer_trades_in_total",
-                 "k2_normalizer_trades_out_total", "k2_normalizer_dead_letters_total",
-                 "k2_normalizer_duplicates_dropped_total", "k2_normalizer_gaps_total",
-                 "k2_normalizer_exchange_to_normalized_seconds_bucket",
-                 "k2_normalizer_received_to_normalized_seconds_bucket", "k2_normalizer_transactions_total"):
+    for name in (
+        "k2_normalizer_frames_in_total",
+        "k2_normalizer_trades_in_total",
+        "k2_normalizer_trades_out_total",
+        "k2_normalizer_dead_letters_total",
+        "k2_normalizer_duplicates_dropped_total",
+        "k2_normalizer_gaps_total",
+        "k2_normalizer_exchange_to_normalized_seconds_bucket",
+        "k2_normalizer_received_to_normalized_seconds_bucket",
+        "k2_normalizer_transactions_total",
+    ):
         assert name in text, name
     assert _metric(text, "k2_normalizer_trades_out_total", exchange="kraken") >= 1
     assert _metric(text, "k2_normalizer_control_frames_total", exchange="kraken") >= 0
@@ -203,4 +286,5 @@ async def test_metrics_are_served(running, topics: str) -> None:
 
     async def lag_reported() -> bool:
         return "k2_normalizer_consumer_lag_messages{" in scrape(url)
+
     await wait_for(lag_reported, timeout=20, message="consumer lag gauge")

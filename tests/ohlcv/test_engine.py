@@ -53,8 +53,11 @@ def same(a: object, b: object) -> bool:
 
 def test_out_of_order_within_grace_is_not_late_and_late_trade_revises() -> None:
     state = PartitionState(0, CONFIG, 0.0)
-    trades = [trade(2, 30 * 1_000_000, "10", "1"), trade(4, 61_000_000, "12", "1"),
-              trade(3, 59_000_000, "9", "1", "SELL")]  # 59 s arrives after 61 s: watermark 59 s < 60 s
+    trades = [
+        trade(2, 30 * 1_000_000, "10", "1"),
+        trade(4, 61_000_000, "12", "1"),
+        trade(3, 59_000_000, "9", "1", "SELL"),
+    ]  # 59 s arrives after 61 s: watermark 59 s < 60 s
     for offset, t in enumerate(trades):
         state.apply(t, offset, 0.0)
     assert run(state) == {}
@@ -89,8 +92,11 @@ def test_state_round_trip_through_the_changelog_encoding() -> None:
     for key, candle in state.candles.items():
         again = restored.candles[key]
         assert again.to_candle(candle.revision) == candle.to_candle(candle.revision)
-        assert (again.last_offset, again.closed, again.pending) == (candle.last_offset, candle.closed,
-                                                                   candle.pending)
+        assert (again.last_offset, again.closed, again.pending) == (
+            candle.last_offset,
+            candle.closed,
+            candle.pending,
+        )
     assert CandleState.decode(state.candles[key].encode()).encode() == state.candles[key].encode()
 
 

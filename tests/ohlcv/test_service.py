@@ -48,8 +48,13 @@ def _mismatches(expected: dict[str, Candle], got: dict[str, Candle]) -> list[str
     return out
 
 
-async def _wait_finals(bootstrap: str, expected: dict[str, Candle], proc: ServiceProcess,
-                       timeout: float = 60, keep: Callable[[str], bool] | None = None) -> dict[str, Candle]:
+async def _wait_finals(
+    bootstrap: str,
+    expected: dict[str, Candle],
+    proc: ServiceProcess,
+    timeout: float = 60,
+    keep: Callable[[str], bool] | None = None,
+) -> dict[str, Candle]:
     """Wait until the latest revisions equal `expected` (all its keys, and no other key kept by `keep`)."""
     state: dict[str, object] = {}
 
@@ -68,8 +73,9 @@ async def _wait_finals(bootstrap: str, expected: dict[str, Candle], proc: Servic
     return state["got"]  # type: ignore[return-value]
 
 
-async def test_out_of_order_within_grace_then_late_trade_revises(fresh_topics: str,
-                                                                  k2_env: dict[str, str]) -> None:
+async def test_out_of_order_within_grace_then_late_trade_revises(
+    fresh_topics: str, k2_env: dict[str, str]
+) -> None:
     bootstrap = fresh_topics
     base = (int(time.time() * 1e6) // DAY - 3) * DAY + 5 * HOUR
     one_minute = lambda key: key.split(":")[2] == "1m"  # noqa: E731 - only 1m windows close here
@@ -78,11 +84,15 @@ async def test_out_of_order_within_grace_then_late_trade_revises(fresh_topics: s
     with proc:
         proc.wait_http(url)
         # 1m window [base, base+60s): trades arrive out of order, all within the 2 s grace of the window end
-        batch = [trade(10, base + 30_000_000, "100.5", "1"), trade(12, base + 59_500_000, "101", "2", "SELL"),
-                 trade(11, base + 59_000_000, "99", "0.5"), trade(13, base + 61_000_000, "102", "1"),
-                 trade(14, base + 59_900_000, "98.25", "0.25", "SELL"),  # watermark base+59s: not late
-                 trade(16, base + 59_900_000, "97", "1"),
-                 trade(15, base + 62_500_000, "103", "1")]  # watermark base+60.5s: the first minute closes
+        batch = [
+            trade(10, base + 30_000_000, "100.5", "1"),
+            trade(12, base + 59_500_000, "101", "2", "SELL"),
+            trade(11, base + 59_000_000, "99", "0.5"),
+            trade(13, base + 61_000_000, "102", "1"),
+            trade(14, base + 59_900_000, "98.25", "0.25", "SELL"),  # watermark base+59s: not late
+            trade(16, base + 59_900_000, "97", "1"),
+            trade(15, base + 62_500_000, "103", "1"),
+        ]  # watermark base+60.5s: the first minute closes
         await produce_trades(bootstrap, batch)
         expected = {k: c for k, c in reference_candles(batch).items() if c.window_end <= base + 60_500_000}
         assert list(expected) == [f"binance:BTC/USDT:1m:{base}"]
@@ -118,8 +128,7 @@ async def test_idle_symbol_closes_by_wall_clock(fresh_topics: str, k2_env: dict[
         lone = trade(1, ts, "42000", "0.1", symbol="BTC/USDT")
         await produce_trades(bootstrap, [lone])
         expected = {k: c for k, c in reference_candles([lone]).items() if c.timeframe == "1m"}
-        finals = await _wait_finals(bootstrap, expected, proc,
-                                    keep=lambda key: key.split(":")[2] == "1m")
+        finals = await _wait_finals(bootstrap, expected, proc, keep=lambda key: key.split(":")[2] == "1m")
         assert finals[f"binance:BTC/USDT:1m:{ts - ts % MINUTE}"].revision == 0
         # the lone trade's 1d window has not ended: no final candle for it, only live updates
         assert not any(k.split(":")[2] == "1d" for k in await final_candles(bootstrap))
@@ -133,8 +142,12 @@ async def test_replay_of_last_week_at_full_speed(fresh_topics: str, k2_env: dict
     bootstrap = fresh_topics
     rng = random.Random(7)
     start = (int(time.time() * 1e6) // DAY - 7) * DAY + 22 * HOUR  # spans midnight: two 1d windows
-    symbols = [("binance", "BTC/USDT"), ("kraken", "ETH/USD"), ("coinbase", "SOL/USD"),
-               ("binance", "ETH/USDT")]
+    symbols = [
+        ("binance", "BTC/USDT"),
+        ("kraken", "ETH/USD"),
+        ("coinbase", "SOL/USD"),
+        ("binance", "ETH/USDT"),
+    ]
     trades = sorted(random_trades(rng, 4000, start, 4 * HOUR, symbols), key=lambda t: t.exchange_ts)
     # a little disorder, well inside the grace, as exchanges deliver it
     for i in range(0, len(trades) - 1, 7):
@@ -161,23 +174,32 @@ async def test_kill_9_mid_window_and_restart(fresh_topics: str, k2_env: dict[str
     try:
         proc.wait_http(url)
         await produce_trades(bootstrap, first)
-        await wait_for(lambda: metric_value(scrape(url), "k2_ohlcv_trades_in_total") >= 1500, timeout=60,
-                       message="the worker to be mid-way")
+        await wait_for(
+            lambda: metric_value(scrape(url), "k2_ohlcv_trades_in_total") >= 1500,
+            timeout=60,
+            message="the worker to be mid-way",
+        )
         proc.kill()  # kill -9 while windows are open and offsets partly committed
     finally:
         proc.stop()
     # closers: one trade per symbol a day and a half later closes every window of the test data
     closer_ts = start + DAY + 12 * HOUR
-    closers = [trade(900_000 + i, closer_ts, "1", "1", exchange=e, symbol=s)
-               for i, (e, s) in enumerate(symbols)]
+    closers = [
+        trade(900_000 + i, closer_ts, "1", "1", exchange=e, symbol=s) for i, (e, s) in enumerate(symbols)
+    ]
     restarted, url2 = worker(k2_env, app_id=app_id, name="ohlcv-restarted", idle_timeout_seconds="600")
     with restarted:
         restarted.wait_http(url2)
         await produce_trades(bootstrap, second + closers)
         watermark = closer_ts - 2_000_000
         expected = _closed(trades, watermark)
-        await _wait_finals(bootstrap, expected, restarted, timeout=90,
-                           keep=lambda key: int(key.rsplit(":", 1)[1]) < start + DAY)
+        await _wait_finals(
+            bootstrap,
+            expected,
+            restarted,
+            timeout=90,
+            keep=lambda key: int(key.rsplit(":", 1)[1]) < start + DAY,
+        )
         text = scrape(url2)
     assert all(c.window_start < start + DAY for c in expected.values())
     assert metric_value(text, "k2_ohlcv_trades_in_total") >= len(second)
@@ -187,8 +209,11 @@ async def test_two_workers_share_partitions(fresh_topics: str, k2_env: dict[str,
     bootstrap = fresh_topics
     rng = random.Random(5)
     start = (int(time.time() * 1e6) // DAY - 1) * DAY + 8 * HOUR
-    symbols = [(e, s) for e in ("binance", "kraken", "coinbase") for s in ("BTC/USD", "ETH/USD", "SOL/USD",
-                                                                          "XRP/USD")]
+    symbols = [
+        (e, s)
+        for e in ("binance", "kraken", "coinbase")
+        for s in ("BTC/USD", "ETH/USD", "SOL/USD", "XRP/USD")
+    ]
     first = random_trades(rng, 1500, start, 30 * MINUTE, symbols)
     second = random_trades(rng, 1500, start, 30 * MINUTE, symbols, first_id=10_000)
     app_id = f"k2-ohlcv-pair-{rng.randrange(10**6)}"
@@ -201,8 +226,11 @@ async def test_two_workers_share_partitions(fresh_topics: str, k2_env: dict[str,
         with two:
             two.wait_http(url2)
             # the rebalance hands some partitions (and their state) to the second worker
-            await wait_for(lambda: metric_value(scrape(url2), "k2_ohlcv_state_candles") > 0, timeout=60,
-                           message="the second worker to take over partitions with their state")
+            await wait_for(
+                lambda: metric_value(scrape(url2), "k2_ohlcv_state_candles") > 0,
+                timeout=60,
+                message="the second worker to take over partitions with their state",
+            )
             await produce_trades(bootstrap, second)
             await _wait_finals(bootstrap, reference_candles(first + second), two, timeout=90)
             in1 = metric_value(scrape(url1), "k2_ohlcv_trades_in_total")

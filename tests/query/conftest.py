@@ -45,10 +45,17 @@ def build_lake(data_dir: Path, per_market: int = 400) -> KnownLake:
     catalog = open_catalog(QuerySettings(data_dir=data_dir))
     ensure_tables(catalog)
     batch1 = make_trades(per_market)
-    batch2 = make_trades(per_market // 4, start_us=DAY0_US + 36 * 3600 * 1_000_000,
-                         span_us=6 * 3600 * 1_000_000, seed=11, id_base=5_000_000)
-    snaps = [append_trades(catalog, batch1, {0: 1}).snapshot_id,
-             append_trades(catalog, batch2, {0: 2}).snapshot_id]
+    batch2 = make_trades(
+        per_market // 4,
+        start_us=DAY0_US + 36 * 3600 * 1_000_000,
+        span_us=6 * 3600 * 1_000_000,
+        seed=11,
+        id_base=5_000_000,
+    )
+    snaps = [
+        append_trades(catalog, batch1, {0: 1}).snapshot_id,
+        append_trades(catalog, batch2, {0: 2}).snapshot_id,
+    ]
     candles_v0 = {tf: candles_of(batch1 + batch2, tf) for tf in TIMEFRAMES_WRITTEN}
     gold: dict[str, list[int]] = {}
     for tf, candles in candles_v0.items():

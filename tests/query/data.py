@@ -18,14 +18,21 @@ from services.common.topics import TRADES
 
 DAY_US = 86_400_000_000
 DAY0_US = 1_709_251_200_000_000  # 2024-03-01T00:00:00Z
-MARKETS = (("binance", "BTC/USDT", "BTCUSDT", Decimal("67000")),
-           ("binance", "ETH/USDT", "ETHUSDT", Decimal("3500")),
-           ("kraken", "BTC/USD", "BTC/USD", Decimal("66900")),
-           ("coinbase", "BTC/USD", "BTC-USD", Decimal("66950")))
+MARKETS = (
+    ("binance", "BTC/USDT", "BTCUSDT", Decimal("67000")),
+    ("binance", "ETH/USDT", "ETHUSDT", Decimal("3500")),
+    ("kraken", "BTC/USD", "BTC/USD", Decimal("66900")),
+    ("coinbase", "BTC/USD", "BTC-USD", Decimal("66950")),
+)
 
 
-def make_trades(per_market: int, start_us: int = DAY0_US, span_us: int = 36 * 3600 * 1_000_000,
-                seed: int = 7, id_base: int = 1_000_000) -> list[Trade]:
+def make_trades(
+    per_market: int,
+    start_us: int = DAY0_US,
+    span_us: int = 36 * 3600 * 1_000_000,
+    seed: int = 7,
+    id_base: int = 1_000_000,
+) -> list[Trade]:
     """per_market trades per market spread over [start, start + span), with same-µs ties."""
     rng = random.Random(seed)
     out: list[Trade] = []
@@ -38,11 +45,23 @@ def make_trades(per_market: int, start_us: int = DAY0_US, span_us: int = 36 * 36
             price = ref + Decimal(rng.randrange(-50_000, 50_000)) / 100
             qty = Decimal(rng.randrange(1, 500_000)) / Decimal(100_000)
             trade_id = str(id_base + i) if exchange != "coinbase" else f"cb-{id_base + i:08d}"
-            out.append(Trade(exchange=exchange, symbol=symbol, exchange_symbol=native, trade_id=trade_id,
-                             exchange_ts=ts, received_at=ts + 1500, price=price, quantity=qty,
-                             quote_quantity=multiply(price, qty),
-                             side="BUY" if rng.random() < 0.5 else "SELL",
-                             source_topic=TRADES, source_partition=i % 6, source_offset=i))
+            out.append(
+                Trade(
+                    exchange=exchange,
+                    symbol=symbol,
+                    exchange_symbol=native,
+                    trade_id=trade_id,
+                    exchange_ts=ts,
+                    received_at=ts + 1500,
+                    price=price,
+                    quantity=qty,
+                    quote_quantity=multiply(price, qty),
+                    side="BUY" if rng.random() < 0.5 else "SELL",
+                    source_topic=TRADES,
+                    source_partition=i % 6,
+                    source_offset=i,
+                )
+            )
     return out
 
 
@@ -61,17 +80,37 @@ def candles_of(trades: Iterable[Trade], timeframe: str, revision: int = 0) -> li
                 buy = add(buy, t.quantity)
             else:
                 sell = add(sell, t.quantity)
-        out.append(Candle(exchange=exchange, symbol=symbol, timeframe=timeframe, window_start=start,
-                          window_end=start + TIMEFRAMES[timeframe], open=group[0].price,
-                          high=max(t.price for t in group), low=min(t.price for t in group),
-                          close=group[-1].price, volume=volume, quote_volume=quote, trade_count=len(group),
-                          vwap=divide(quote, volume), buy_volume=buy, sell_volume=sell,
-                          first_trade_ts=group[0].exchange_ts, last_trade_ts=group[-1].exchange_ts,
-                          revision=revision))
+        out.append(
+            Candle(
+                exchange=exchange,
+                symbol=symbol,
+                timeframe=timeframe,
+                window_start=start,
+                window_end=start + TIMEFRAMES[timeframe],
+                open=group[0].price,
+                high=max(t.price for t in group),
+                low=min(t.price for t in group),
+                close=group[-1].price,
+                volume=volume,
+                quote_volume=quote,
+                trade_count=len(group),
+                vwap=divide(quote, volume),
+                buy_volume=buy,
+                sell_volume=sell,
+                first_trade_ts=group[0].exchange_ts,
+                last_trade_ts=group[-1].exchange_ts,
+                revision=revision,
+            )
+        )
     return out
 
 
 def revised(candle: Candle) -> Candle:
     """A later revision of a candle with a different close and volume (as a late trade would make)."""
-    return replace(candle, close=candle.close + Decimal("0.01"), volume=candle.volume + Decimal("1"),
-                   trade_count=candle.trade_count + 1, revision=candle.revision + 1)
+    return replace(
+        candle,
+        close=candle.close + Decimal("0.01"),
+        volume=candle.volume + Decimal("1"),
+        trade_count=candle.trade_count + 1,
+        revision=candle.revision + 1,
+    )

@@ -16,28 +16,69 @@ def iso_us(us: int) -> str:
 
 
 TRADE_DECIMALS = ("price", "quantity", "quote_quantity")
-CANDLE_DECIMALS = ("open", "high", "low", "close", "volume", "quote_volume", "vwap", "buy_volume",
-                   "sell_volume")
+CANDLE_DECIMALS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "vwap",
+    "buy_volume",
+    "sell_volume",
+)
 
 
 def trade_json(t: Trade) -> dict:
-    out = {"exchange": t.exchange, "symbol": t.symbol, "exchange_symbol": t.exchange_symbol,
-           "trade_id": t.trade_id, "exchange_ts": iso_us(t.exchange_ts), "received_at": iso_us(t.received_at)}
+    out = {
+        "exchange": t.exchange,
+        "symbol": t.symbol,
+        "exchange_symbol": t.exchange_symbol,
+        "trade_id": t.trade_id,
+        "exchange_ts": iso_us(t.exchange_ts),
+        "received_at": iso_us(t.received_at),
+    }
     out.update({name: to_text(getattr(t, name)) for name in TRADE_DECIMALS})
-    out.update({"side": t.side, "source_topic": t.source_topic, "source_partition": t.source_partition,
-                "source_offset": t.source_offset})
+    out.update(
+        {
+            "side": t.side,
+            "source_topic": t.source_topic,
+            "source_partition": t.source_partition,
+            "source_offset": t.source_offset,
+        }
+    )
     return out
 
 
 def candle_json(c: Candle) -> dict:
-    out: dict = {"timeframe": c.timeframe, "exchange": c.exchange, "symbol": c.symbol,
-                 "window_start": iso_us(c.window_start), "window_end": iso_us(c.window_end)}
-    for name in ("open", "high", "low", "close", "volume", "quote_volume", "trade_count", "vwap",
-                 "buy_volume", "sell_volume"):
+    out: dict = {
+        "timeframe": c.timeframe,
+        "exchange": c.exchange,
+        "symbol": c.symbol,
+        "window_start": iso_us(c.window_start),
+        "window_end": iso_us(c.window_end),
+    }
+    for name in (
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "trade_count",
+        "vwap",
+        "buy_volume",
+        "sell_volume",
+    ):
         value = getattr(c, name)
         out[name] = value if name == "trade_count" else to_text(value)
-    out.update({"first_trade_ts": iso_us(c.first_trade_ts), "last_trade_ts": iso_us(c.last_trade_ts),
-                "revision": c.revision})
+    out.update(
+        {
+            "first_trade_ts": iso_us(c.first_trade_ts),
+            "last_trade_ts": iso_us(c.last_trade_ts),
+            "revision": c.revision,
+        }
+    )
     return out
 
 

@@ -42,12 +42,23 @@ def test_trades_pagination_returns_every_row_once_in_order(client, known_lake):
 def test_trades_filters_and_half_open_range(client, known_lake):
     first = sorted(known_lake.trades, key=trade_sort_key)[10]
     start_us, end_us = first.exchange_ts, first.exchange_ts + 3 * 3600 * 1_000_000
-    params = {"exchange": "binance", "symbol": "BTC/USDT", "side": "SELL", "start": str(start_us),
-              "end": iso_us(end_us), "limit": 10_000}
+    params = {
+        "exchange": "binance",
+        "symbol": "BTC/USDT",
+        "side": "SELL",
+        "start": str(start_us),
+        "end": iso_us(end_us),
+        "limit": 10_000,
+    }
     body = client.get("/v1/trades", params=params).json()
-    expected = [trade_json(t) for t in sorted(known_lake.trades, key=trade_sort_key)
-                if t.exchange == "binance" and t.symbol == "BTC/USDT" and t.side == "SELL"
-                and start_us <= t.exchange_ts < end_us]
+    expected = [
+        trade_json(t)
+        for t in sorted(known_lake.trades, key=trade_sort_key)
+        if t.exchange == "binance"
+        and t.symbol == "BTC/USDT"
+        and t.side == "SELL"
+        and start_us <= t.exchange_ts < end_us
+    ]
     assert expected and body["data"] == expected
     assert body["next_cursor"] is None
 
@@ -66,10 +77,15 @@ def test_ohlcv_every_timeframe_equals_candles_from_trades(client, known_lake):
 
 
 def test_ohlcv_serves_the_latest_revision_of_one_symbol_day(client, known_lake):
-    body = client.get("/v1/ohlcv/1m", params={"exchange": "kraken", "symbol": "BTC/USD",
-                                              "start": "2024-03-01", "end": "2024-03-02"}).json()
-    expected = [c for c in known_lake.candles_now["1m"] if c.exchange == "kraken" and c.symbol == "BTC/USD"
-                and DAY0_US <= c.window_start < DAY0_US + DAY_US]
+    body = client.get(
+        "/v1/ohlcv/1m",
+        params={"exchange": "kraken", "symbol": "BTC/USD", "start": "2024-03-01", "end": "2024-03-02"},
+    ).json()
+    expected = [
+        c
+        for c in known_lake.candles_now["1m"]
+        if c.exchange == "kraken" and c.symbol == "BTC/USD" and DAY0_US <= c.window_start < DAY0_US + DAY_US
+    ]
     assert body["data"] == [candle_json(c) for c in sorted(expected, key=candle_sort_key)]
     assert any(row["revision"] == 1 for row in body["data"])
     assert body["snapshot_id"] == known_lake.gold_snapshots["1m"][-1]
@@ -79,23 +95,39 @@ def test_symbols_and_exchanges(client, known_lake):
     by_symbol: dict[tuple[str, str], list[int]] = defaultdict(list)
     for t in known_lake.trades:
         by_symbol[(t.exchange, t.symbol)].append(t.exchange_ts)
-    expected = [{"exchange": ex, "symbol": sym, "first_trade_ts": iso_us(min(ts)),
-                 "last_trade_ts": iso_us(max(ts)), "trade_count": len(ts)}
-                for (ex, sym), ts in sorted(by_symbol.items())]
+    expected = [
+        {
+            "exchange": ex,
+            "symbol": sym,
+            "first_trade_ts": iso_us(min(ts)),
+            "last_trade_ts": iso_us(max(ts)),
+            "trade_count": len(ts),
+        }
+        for (ex, sym), ts in sorted(by_symbol.items())
+    ]
     assert client.get("/v1/symbols").json()["data"] == expected
     exchanges = client.get("/v1/exchanges").json()["data"]
     assert [e["exchange"] for e in exchanges] == sorted({t.exchange for t in known_lake.trades})
     for entry in exchanges:
         mine = [t for t in known_lake.trades if t.exchange == entry["exchange"]]
-        assert entry == {"exchange": entry["exchange"], "symbol_count": len({t.symbol for t in mine}),
-                         "first_trade_ts": iso_us(min(t.exchange_ts for t in mine)),
-                         "last_trade_ts": iso_us(max(t.exchange_ts for t in mine)), "trade_count": len(mine)}
+        assert entry == {
+            "exchange": entry["exchange"],
+            "symbol_count": len({t.symbol for t in mine}),
+            "first_trade_ts": iso_us(min(t.exchange_ts for t in mine)),
+            "last_trade_ts": iso_us(max(t.exchange_ts for t in mine)),
+            "trade_count": len(mine),
+        }
 
 
 def test_summary_equals_direct_computation(client, known_lake):
     for exchange, symbol in (("binance", "BTC/USDT"), ("coinbase", "BTC/USD")):
-        day = [t for t in known_lake.trades if t.exchange == exchange and t.symbol == symbol
-               and DAY0_US + DAY_US <= t.exchange_ts < DAY0_US + 2 * DAY_US]
+        day = [
+            t
+            for t in known_lake.trades
+            if t.exchange == exchange
+            and t.symbol == symbol
+            and DAY0_US + DAY_US <= t.exchange_ts < DAY0_US + 2 * DAY_US
+        ]
         day.sort(key=lambda t: trade_order_key(t.exchange_ts, t.trade_id))
         volume = quote = buy = sell = 0
         for t in day:

@@ -63,8 +63,9 @@ def test_responsive_while_the_lake_writer_commits(mutable):
     def writer() -> None:
         base = 20_000_000
         while not stop.is_set() and len(commits) < 15:
-            batch = make_trades(5, start_us=DAY0_US + 7200_000_000, span_us=600_000_000, seed=base,
-                                id_base=base)
+            batch = make_trades(
+                5, start_us=DAY0_US + 7200_000_000, span_us=600_000_000, seed=base, id_base=base
+            )
             commits.append(append_trades(catalog, batch).snapshot_id)
             base += 10
 
@@ -97,8 +98,10 @@ async def test_duplicate_visible_revisions_serve_the_highest(mutable):
     snapshot = catalog.load_table(f"{NAMESPACE}.{gold_table('1h')}").current_snapshot().snapshot_id
 
     def served() -> list[dict] | None:
-        body = client.get("/v1/ohlcv/1h", params={"symbol": "ETH/USDT", "exchange": candle.exchange,
-                                                  "start": START, "end": END}).json()
+        body = client.get(
+            "/v1/ohlcv/1h",
+            params={"symbol": "ETH/USDT", "exchange": candle.exchange, "start": START, "end": END},
+        ).json()
         return body["data"] if body["snapshot_id"] == snapshot else None
 
     rows = None

@@ -60,16 +60,21 @@ def test_trades_export_round_trips_in_every_format(client, known_lake):
 
 
 def test_candles_export_round_trips(client, known_lake):
-    expected = [candle_json(c) for c in sorted(known_lake.candles_now["1m"], key=candle_sort_key)
-                if c.symbol == "ETH/USDT"]
+    expected = [
+        candle_json(c)
+        for c in sorted(known_lake.candles_now["1m"], key=candle_sort_key)
+        if c.symbol == "ETH/USDT"
+    ]
     for fmt in ("parquet", "arrow"):
-        response = client.get("/v1/ohlcv/1m", params={"symbol": "ETH/USDT", "start": START, "end": END,
-                                                      "format": fmt})
+        response = client.get(
+            "/v1/ohlcv/1m", params={"symbol": "ETH/USDT", "start": START, "end": END, "format": fmt}
+        )
         table = _read(fmt, response.content)
         assert table.schema.field("vwap").type == MONEY
         assert _as_json_rows(table) == expected, fmt
-    text = client.get("/v1/ohlcv/1m", params={"symbol": "ETH/USDT", "start": START, "end": END,
-                                               "format": "csv"}).text
+    text = client.get(
+        "/v1/ohlcv/1m", params={"symbol": "ETH/USDT", "start": START, "end": END, "format": "csv"}
+    ).text
     rows = list(csv.DictReader(io.StringIO(text)))
     for row in rows:
         row["trade_count"], row["revision"] = int(row["trade_count"]), int(row["revision"])
@@ -77,8 +82,9 @@ def test_candles_export_round_trips(client, known_lake):
 
 
 def test_empty_export_is_still_a_valid_file(client):
-    response = client.get("/v1/ohlcv/1h", params={"symbol": "NOPE/USDT", "start": START, "end": END,
-                                                  "format": "parquet"})
+    response = client.get(
+        "/v1/ohlcv/1h", params={"symbol": "NOPE/USDT", "start": START, "end": END, "format": "parquet"}
+    )
     assert response.status_code == 200
     table = pq.read_table(io.BytesIO(response.content))
     assert table.num_rows == 0 and "close" in table.schema.names

@@ -40,9 +40,14 @@ async def test_sse_delivers_live_candle_updates_of_one_symbol(topics, known_lake
     other_symbol = replace(candle, symbol="ETH/USDT")
     other_tf = replace(candle, timeframe="5m")
     with ApiServer(create_app(settings)) as server:
-        async with httpx.AsyncClient(timeout=30) as http, http.stream(
-                "GET", f"{server.url}/v1/ohlcv/1m/stream", params={"symbol": "BTC/USDT",
-                                                                    "exchange": "binance"}) as response:
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream(
+                "GET",
+                f"{server.url}/v1/ohlcv/1m/stream",
+                params={"symbol": "BTC/USDT", "exchange": "binance"},
+            ) as response,
+        ):
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             lines = response.aiter_lines()

@@ -26,14 +26,33 @@ def test_no_5xx_for_any_generated_request(known_lake):
                 continue
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=MAX_EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
             def check(case) -> None:
                 response = case.call(base_url=server.url, timeout=30)
-                assert response.status_code < 500, (case.path, case.query, case.path_parameters,
-                                                    response.status_code, response.text[:500])
+                assert response.status_code < 500, (
+                    case.path,
+                    case.query,
+                    case.path_parameters,
+                    response.status_code,
+                    response.text[:500],
+                )
 
             check()
             checked.append(operation.path)
-    assert {"/v1/trades", "/v1/ohlcv/{timeframe}", "/v1/summary/{exchange}/{symbol}/{day}",
-            "/v1/snapshots/{table}", "/v1/symbols", "/v1/exchanges", "/health", "/ready"} <= set(checked)
+    assert {
+        "/v1/trades",
+        "/v1/ohlcv/{timeframe}",
+        "/v1/summary/{exchange}/{symbol}/{day}",
+        "/v1/snapshots/{table}",
+        "/v1/symbols",
+        "/v1/exchanges",
+        "/health",
+        "/ready",
+    } <= set(checked)

@@ -17,9 +17,14 @@ START, END = "2024-03-01T00:00:00Z", "2024-03-02T00:00:00Z"
 def secured(known_lake, tmp_path_factory):
     keys_file = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys_file.write_text("# operators\ngamma\n\n")
-    settings = settings_for(known_lake.data_dir, query_auth_enabled=True, query_api_keys="alpha, beta",
-                            query_api_keys_file=keys_file, query_rate_limit_per_s=0.01,
-                            query_rate_limit_burst=3)
+    settings = settings_for(
+        known_lake.data_dir,
+        query_auth_enabled=True,
+        query_api_keys="alpha, beta",
+        query_api_keys_file=keys_file,
+        query_rate_limit_per_s=0.01,
+        query_rate_limit_burst=3,
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -49,34 +54,44 @@ def test_auth_on_without_keys_refuses_to_start(known_lake):
         create_app(settings_for(known_lake.data_dir, query_auth_enabled=True))
 
 
-@pytest.mark.parametrize(("path", "params", "needle"), [
-    ("/v1/ohlcv/7m", {}, "timeframe"),
-    ("/v1/trades", {"start": "2024-13-45"}, "start"),
-    ("/v1/trades", {"start": "yesterday"}, "start"),
-    ("/v1/trades", {"start": END, "end": START}, "before end"),
-    ("/v1/ohlcv/1m", {"start": START, "end": START}, "before end"),
-    ("/v1/trades", {"limit": 10_001}, "limit"),
-    ("/v1/trades", {"limit": 0}, "limit"),
-    ("/v1/trades", {"start": "2020-01-01", "end": "2024-01-01"}, "cap"),
-    ("/v1/trades", {"exchange": "nyse"}, "exchange"),
-    ("/v1/trades", {"side": "HOLD"}, "side"),
-    ("/v1/trades", {"symbol": "btcusdt"}, "symbol"),
-    ("/v1/trades", {"as_of": "last tuesday"}, "as_of"),
-    ("/v1/trades", {"format": "xlsx"}, "format"),
-    ("/v1/trades", {"format": "csv", "limit": 5}, "export"),
-    ("/v1/summary/binance/BTC/USDT/2024-02-30", {}, "date"),
-    ("/v1/summary/binance/BTC/USDT/9999-12-31", {}, "date"),
-    ("/v1/trades", {"end": "1e300"}, "end"),
-    ("/v1/snapshots/users", {}, "table"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "needle"),
+    [
+        ("/v1/ohlcv/7m", {}, "timeframe"),
+        ("/v1/trades", {"start": "2024-13-45"}, "start"),
+        ("/v1/trades", {"start": "yesterday"}, "start"),
+        ("/v1/trades", {"start": END, "end": START}, "before end"),
+        ("/v1/ohlcv/1m", {"start": START, "end": START}, "before end"),
+        ("/v1/trades", {"limit": 10_001}, "limit"),
+        ("/v1/trades", {"limit": 0}, "limit"),
+        ("/v1/trades", {"start": "2020-01-01", "end": "2024-01-01"}, "cap"),
+        ("/v1/trades", {"exchange": "nyse"}, "exchange"),
+        ("/v1/trades", {"side": "HOLD"}, "side"),
+        ("/v1/trades", {"symbol": "btcusdt"}, "symbol"),
+        ("/v1/trades", {"as_of": "last tuesday"}, "as_of"),
+        ("/v1/trades", {"format": "xlsx"}, "format"),
+        ("/v1/trades", {"format": "csv", "limit": 5}, "export"),
+        ("/v1/summary/binance/BTC/USDT/2024-02-30", {}, "date"),
+        ("/v1/summary/binance/BTC/USDT/9999-12-31", {}, "date"),
+        ("/v1/trades", {"end": "1e300"}, "end"),
+        ("/v1/snapshots/users", {}, "table"),
+    ],
+)
 def test_bad_parameters_are_422_with_a_clear_message(client, path, params, needle):
     response = client.get(path, params=params)
     assert response.status_code == 422, response.text
     assert needle in response.text
 
 
-INJECTIONS = ["BTC/USDT'; DROP TABLE silver_trades; --", "' OR '1'='1", "binance\" OR 1=1 --",
-              "1; SELECT * FROM read_parquet('/etc/passwd')", "$(rm -rf /)", "\\x00", "%27%20OR%201=1"]
+INJECTIONS = [
+    "BTC/USDT'; DROP TABLE silver_trades; --",
+    "' OR '1'='1",
+    'binance" OR 1=1 --',
+    "1; SELECT * FROM read_parquet('/etc/passwd')",
+    "$(rm -rf /)",
+    "\\x00",
+    "%27%20OR%201=1",
+]
 
 
 @pytest.mark.parametrize("payload", INJECTIONS)
@@ -87,9 +102,13 @@ def test_injection_in_every_parameter_is_4xx_and_leaks_nothing(client, known_lak
             response = client.get(path, params={name: payload})
             assert 400 <= response.status_code < 500, (path, name, response.status_code, response.text)
             assert "trade_id" not in response.text and "window_start" not in response.text
-    for path in (f"/v1/ohlcv/{payload}", f"/v1/snapshots/{payload}",
-                 f"/v1/summary/binance/{payload}/2024-03-01",
-                 f"/v1/summary/{payload}/BTC/USDT/2024-03-01", f"/v1/summary/binance/BTC/USDT/{payload}"):
+    for path in (
+        f"/v1/ohlcv/{payload}",
+        f"/v1/snapshots/{payload}",
+        f"/v1/summary/binance/{payload}/2024-03-01",
+        f"/v1/summary/{payload}/BTC/USDT/2024-03-01",
+        f"/v1/summary/binance/BTC/USDT/{payload}",
+    ):
         response = client.get(path)
         assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
     # The lake is untouched.
@@ -102,13 +121,19 @@ def test_cursor_tampering_is_rejected(client):
     cursor = first["next_cursor"]
     payload, signature = cursor.split(".")
     forged_state = base64.urlsafe_b64encode(b'["x",1,0,9999999999999999,0,"1","binance","BTC/USDT"]')
-    for bad in (cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB"), payload, "garbage",
-                forged_state.decode().rstrip("=") + "." + signature, cursor + "'; DROP TABLE x; --"):
+    for bad in (
+        cursor[:-2] + ("AA" if not cursor.endswith("AA") else "BB"),
+        payload,
+        "garbage",
+        forged_state.decode().rstrip("=") + "." + signature,
+        cursor + "'; DROP TABLE x; --",
+    ):
         response = client.get("/v1/trades", params={"start": START, "end": END, "limit": 5, "cursor": bad})
         assert response.status_code == 422 and "cursor" in response.text
     # A genuine cursor used with other filters is refused too.
-    other = client.get("/v1/trades", params={"symbol": "BTC/USDT", "start": START, "end": END, "limit": 5,
-                                             "cursor": cursor})
+    other = client.get(
+        "/v1/trades", params={"symbol": "BTC/USDT", "start": START, "end": END, "limit": 5, "cursor": cursor}
+    )
     assert other.status_code == 422 and "different query" in other.text
 
 
@@ -125,6 +150,11 @@ def test_cors_is_configurable(known_lake, client):
     with TestClient(create_app(settings)) as cors:
         response = cors.get("/health", headers={"Origin": "https://dash.example"})
         assert response.headers["access-control-allow-origin"] == "https://dash.example"
-        assert "access-control-allow-origin" not in cors.get("/health", headers={"Origin": "https://evil"}).headers
-    assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": "https://dash.example"}
-                                                           ).headers
+        assert (
+            "access-control-allow-origin"
+            not in cors.get("/health", headers={"Origin": "https://evil"}).headers
+        )
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/health", headers={"Origin": "https://dash.example"}).headers
+    )

@@ -36,14 +36,16 @@ def _payload(frame: bytes) -> str:
     return frame.decode("utf-8", errors="replace")
 
 
-def parse_frame(exchange: str, frame: bytes, received_at_us: int, lineage: Lineage,
-                instruments: InstrumentList) -> ParseResult:
+def parse_frame(
+    exchange: str, frame: bytes, received_at_us: int, lineage: Lineage, instruments: InstrumentList
+) -> ParseResult:
     """Parse one raw frame of `exchange`; never raises."""
     try:
         parser = PARSERS[exchange]
     except KeyError:
-        return ParseResult(rejections=[Rejection("unknown_frame", f"unknown exchange {exchange!r}",
-                                                 _payload(frame)[:4096])])
+        return ParseResult(
+            rejections=[Rejection("unknown_frame", f"unknown exchange {exchange!r}", _payload(frame)[:4096])]
+        )
     try:
         text, message = decode_frame(frame)
         builder = TradeBuilder(exchange, instruments, received_at_us, lineage)
@@ -53,5 +55,6 @@ def parse_frame(exchange: str, frame: bytes, received_at_us: int, lineage: Linea
         return ParseResult(rejections=[Rejection(rej.reason, rej.detail, payload)])
     except Exception as exc:  # a parser bug must not crash the worker: dead-letter the frame
         log.exception("parser error on %s frame at %s", exchange, lineage)
-        return ParseResult(rejections=[Rejection("unknown_frame", f"parser error: {exc!r}",
-                                                 _payload(frame)[:65536])])
+        return ParseResult(
+            rejections=[Rejection("unknown_frame", f"parser error: {exc!r}", _payload(frame)[:65536])]
+        )

@@ -57,5 +57,4 @@ def _trade(element: Any, builder: TradeBuilder):
         raise Reject("bad_side", f"'m' (buyer is maker) must be true or false, got {element_text(maker)}")
     price = to_decimal("p", price_text)
     quantity = to_decimal("q", qty_text)
-    return builder.build(native, str(trade_id), trade_ms * 1000, price, quantity,
-                         "SELL" if maker else "BUY")
+    return builder.build(native, str(trade_id), trade_ms * 1000, price, quantity, "SELL" if maker else "BUY")

@@ -43,15 +43,17 @@ def parse(message: Any, text: str, builder: TradeBuilder) -> ParseResult:
     index = 0
     for event in events:
         if not isinstance(event, dict):
-            result.rejections.append(Rejection("wrong_type", "an event must be an object",
-                                               element_text(event), index))
+            result.rejections.append(
+                Rejection("wrong_type", "an event must be an object", element_text(event), index)
+            )
             index += 1
             continue
         try:
             trades = require(event, "trades", list)
         except Reject as rej:
-            result.rejections.append(Rejection(rej.reason, f"event: {rej.detail}", element_text(event),
-                                               index))
+            result.rejections.append(
+                Rejection(rej.reason, f"event: {rej.detail}", element_text(event), index)
+            )
             index += 1
             continue
         for element in trades:

@@ -22,7 +22,8 @@ FUTURE_TOLERANCE_US = 60 * 1_000_000
 STALE_TOLERANCE_US = 7 * 24 * 3600 * 1_000_000
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})\Z")
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})\Z"
+)
 
 
 class Reject(Exception):
@@ -133,8 +134,17 @@ def require(element: dict[str, Any], name: str, kind: type | tuple[type, ...]) -
 
 def _names(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return "|".join({"str": "string", "int": "integer", "Decimal": "number", "bool": "boolean",
-                     "dict": "object", "list": "array"}.get(k.__name__, k.__name__) for k in kinds)
+    return "|".join(
+        {
+            "str": "string",
+            "int": "integer",
+            "Decimal": "number",
+            "bool": "boolean",
+            "dict": "object",
+            "list": "array",
+        }.get(k.__name__, k.__name__)
+        for k in kinds
+    )
 
 
 def to_decimal(name: str, value: str | int | Decimal) -> Decimal:
@@ -154,8 +164,9 @@ class TradeBuilder:
     received_at_us: int
     lineage: Lineage
 
-    def build(self, native: str, trade_id: str, exchange_ts: int, price: Decimal, quantity: Decimal,
-              side: str) -> Trade:
+    def build(
+        self, native: str, trade_id: str, exchange_ts: int, price: Decimal, quantity: Decimal, side: str
+    ) -> Trade:
         instrument = self.instruments.by_native(self.exchange, native)
         if instrument is None:
             raise Reject("unknown_symbol", f"{self.exchange} symbol {native[:64]!r} is not listed")
@@ -164,19 +175,33 @@ class TradeBuilder:
         if quantity <= 0:
             raise Reject("bad_quantity", f"quantity {quantity} <= 0")
         if exchange_ts > self.received_at_us + FUTURE_TOLERANCE_US:
-            raise Reject("ts_future", f"exchange_ts {exchange_ts} is more than 60 s after received_at "
-                                      f"{self.received_at_us}")
+            raise Reject(
+                "ts_future",
+                f"exchange_ts {exchange_ts} is more than 60 s after received_at {self.received_at_us}",
+            )
         if exchange_ts < self.received_at_us - STALE_TOLERANCE_US:
-            raise Reject("ts_stale", f"exchange_ts {exchange_ts} is more than 7 days before received_at "
-                                     f"{self.received_at_us}")
+            raise Reject(
+                "ts_stale",
+                f"exchange_ts {exchange_ts} is more than 7 days before received_at {self.received_at_us}",
+            )
         try:
             quote = multiply(price, quantity)
         except ArithmeticError as exc:
             raise Reject("bad_decimal", f"price × quantity: {exc}") from None
         if quote.adjusted() >= 20:
             raise Reject("bad_decimal", "price × quantity does not fit decimal(38,18)")
-        return Trade(exchange=self.exchange, symbol=instrument.symbol, exchange_symbol=native,
-                     trade_id=trade_id, exchange_ts=exchange_ts, received_at=self.received_at_us,
-                     price=price, quantity=quantity, quote_quantity=quote, side=side,
-                     source_topic=self.lineage.topic, source_partition=self.lineage.partition,
-                     source_offset=self.lineage.offset)
+        return Trade(
+            exchange=self.exchange,
+            symbol=instrument.symbol,
+            exchange_symbol=native,
+            trade_id=trade_id,
+            exchange_ts=exchange_ts,
+            received_at=self.received_at_us,
+            price=price,
+            quantity=quantity,
+            quote_quantity=quote,
+            side=side,
+            source_topic=self.lineage.topic,
+            source_partition=self.lineage.partition,
+            source_offset=self.lineage.offset,
+        )
