@@ -306,6 +306,11 @@ class LakewriterService:
                 if self._due():
                     async with self.lock:
                         await self._flush_locked()
+                elif self.flushing is not None and self.flushing.done():
+                    # A finished commit is settled at once (fencing, Kafka offsets, freshness gauges),
+                    # not only when the next batch is due, which can be long at low rates.
+                    async with self.lock:
+                        await self._drain()
                 self._update_gauges()
                 if settings.lakewriter_maintain_interval_seconds > 0 and time.monotonic() >= next_maintenance:
                     async with self.lock:
