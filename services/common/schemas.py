@@ -3,7 +3,7 @@
 Wire encoding: one JSON object per Kafka record value (UTF-8, orjson). Every Decimal is
 a JSON *string* of plain decimal text ("67000.1", never 6.70001E+4 and never a JSON
 number), so no reader anywhere can route money through float. Timestamps are integers,
-microseconds since the epoch, UTC. `python -m services.common.codec_bench` measures the codec.
+microseconds since the epoch, UTC. `task bench:codec` (bench/codec.py) measures the codec.
 """
 
 from __future__ import annotations
