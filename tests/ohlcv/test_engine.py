@@ -125,30 +125,3 @@ def test_live_updates_are_throttled_per_candle() -> None:
     state.apply(trade(2, 6_000_000, "10", "1"), 1, 1.1)
     assert state.live_due(1.1) == []  # within the interval
     assert len(state.live_due(1.3)) == 6
-
-
-def test_a_hole_in_a_partition_is_re_read_before_anything_after_it_is_applied() -> None:
-    """Faust can skip a fetched record: the worker re-reads from the hole; a hole without a record
-    (transaction markers) returns the same record after the same hole and is accepted."""
-    from types import SimpleNamespace
-
-    from services.ohlcv.app import Runtime
-
-    runtime = Runtime.__new__(Runtime)  # the batch logic only: no Faust app, no broker
-    config = EngineConfig(grace_us=2_000_000, idle_timeout=600, horizon_us=3_600_000_000, live_interval=0.25)
-    runtime.partitions = {1: PartitionState(1, config, 0.0)}
-    runtime.assigned = lambda: {1}  # type: ignore[method-assign]
-    base = 1_795_489_200_000_000
-
-    def event(offset: int) -> SimpleNamespace:
-        value = trade(offset, base + offset * 1000, "1", "1").encode()
-        return SimpleNamespace(message=SimpleNamespace(partition=1, offset=offset), value=value)
-
-    assert runtime.apply_batch([event(0), event(1), event(3), event(4)]) == {1: 2}
-    state = runtime.partitions[1]
-    assert state.last_offset == 1  # nothing after the hole applied: commits stay before it
-    assert runtime.apply_batch([event(2), event(3), event(4)]) == {}
-    assert runtime.apply_batch([event(6), event(7)]) == {1: 5}
-    assert runtime.apply_batch([event(6), event(7)]) == {}  # offset 5 holds no record: accepted
-    counts = {key: candle.count for key, candle in state.candles.items() if ":1d:" in key}
-    assert list(counts.values()) == [7] and state.last_offset == 7
