@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,32 +57,6 @@ def _read_committed() -> None:
     thread_cls._k2_read_committed = True  # type: ignore[attr-defined]
 
 
-def _bounded_commits() -> None:
-    """Every offset commit of the worker consumer goes through `app._k2_commit_limit`, if set.
-
-    `Consumer._commit` is the one call that sends offsets to the broker (periodic commit, commit on
-    revocation, on stop, `wait_empty`): the app bounds each partition's offset there by the state it
-    has made durable. Faust acks events it never hands to the agent — a stream skips *and acks* an
-    event taken while flow control is suspended (a rebalance starting) or fetched in an older
-    generation — so its acks alone can move the committed offset past a trade that was never applied.
-    """
-    consumer_cls = faust_aiokafka.Consumer
-    if getattr(consumer_cls, "_k2_bounded_commits", False):
-        return
-    original = consumer_cls._commit
-
-    async def commit(self: Any, offsets: Any) -> bool:
-        limit = getattr(self.app, "_k2_commit_limit", None)
-        if limit is not None:
-            offsets = limit(offsets)
-            if not offsets:
-                return True  # nothing durable to commit yet (aiokafka would commit *all* positions)
-        return await original(self, offsets)
-
-    consumer_cls._commit = commit  # type: ignore[method-assign]
-    consumer_cls._k2_bounded_commits = True  # type: ignore[attr-defined]
-
-
 class Runtime:
     """Per-worker state: one PartitionState per assigned partition, the output producer."""
 
@@ -103,8 +76,6 @@ class Runtime:
         self._publish_lock = asyncio.Lock()
         self.send_error: BaseException | None = None
         self.closed = False
-        # per partition: highest source offset whose effect is in acknowledged changelog records
-        self.durable: dict[int, int] = {}
         self.changelog_topic = table.changelog_topic.get_topic_name()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -133,9 +104,7 @@ class Runtime:
     def load_assigned(self) -> None:
         """After table recovery: build the in-memory state of every newly assigned partition."""
         now = time.monotonic()
-        assigned = self.assigned()
-        self._drop_unassigned_table_entries(assigned)
-        for partition in sorted(assigned - set(self.partitions)):
+        for partition in sorted(self.assigned() - set(self.partitions)):
             state = PartitionState(partition, self.config, now)
             prefix = f"{partition}|".encode()
             state.load(
@@ -152,109 +121,42 @@ class Runtime:
             )
 
     def revoke(self, partitions: set[int]) -> None:
-        """Forget the in-memory state of revoked partitions (the table is reloaded after recovery).
-
-        The table's entries stay: a rebalance revokes every partition, and Faust's recovery of a
-        partition this worker keeps resumes reading the changelog where it stopped (it does not
-        replay it from the start), so dropping them here would lose the state not rewritten since.
-        The entries of partitions that moved elsewhere are dropped in `load_assigned`.
-        """
+        """Forget revoked partitions (the changelog is their truth; recovery reloads them if they return)."""
         for partition in partitions:
             self.partitions.pop(partition, None)
-            self.durable.pop(partition, None)
-
-    def _drop_unassigned_table_entries(self, assigned: set[int]) -> None:
-        """Partitions now owned by another worker: their state is theirs (a full replay if they return)."""
-        doomed = [key for key in self.table.data if int(key.split(b"|", 1)[0]) not in assigned]
-        for key in doomed:
-            self.table.data.pop(key, None)
-
-    def commit_limit(self, offsets: Mapping[Any, int]) -> dict[Any, int]:
-        """Bound offsets to commit by the durable state: never past a trade not in the changelog."""
-        bounded: dict[Any, int] = {}
-        for tp, offset in offsets.items():
-            if tp.topic != TRADES:
-                bounded[tp] = offset
-                continue
-            durable = self.durable.get(tp.partition)
-            if durable is None:
-                log.warning(
-                    "partition %d: commit of offset %d withheld: nothing applied", tp.partition, offset
-                )
-                continue
-            if offset > durable + 1:
-                log.warning(
-                    "partition %d: commit of offset %d lowered to %d (acked, not applied)",
-                    tp.partition,
-                    offset,
-                    durable + 1,
-                )
-                offset = durable + 1
-            bounded[tp] = offset
-        return bounded
+            prefix = f"{partition}|".encode()
+            for key in [k for k in self.table.data if k.startswith(prefix)]:
+                self.table.data.pop(key, None)
 
     # -- trades --------------------------------------------------------------------------------
-    def apply_batch(self, events: list[Any]) -> dict[int, int]:
-        """Apply a batch in offset order per partition; returns {partition: offset to re-read from}.
-
-        Faust (0.15.3) can fail to hand a fetched record to the agent and still count it as done (a
-        record it drops comes back as a "gap" that it marks acked; a stream skips *and acks* events
-        taken while its flow is suspended), so a record the consumer moved past may never reach us.
-        Each partition's records must therefore arrive without a hole: at the first record after a
-        hole, the rest of the partition's batch is set aside and the consumer re-reads from the
-        hole. Transaction markers leave genuine holes (offsets without a record): the re-read then
-        returns the same record after the same hole, which is accepted.
-        """
+    def apply_batch(self, events: list[Any]) -> None:
         now = time.monotonic()
         assigned = self.assigned()
         skipped_dup = invalid = 0
-        reread: dict[int, int] = {}
         for event in events:
             message = event.message
             partition = message.partition
-            offset = message.offset
-            if partition not in assigned or partition in reread:
-                continue  # revoked while buffered (its new owner reads it), or re-read after a hole
+            if partition not in assigned:
+                continue  # revoked while buffered: its new owner processes it
             state = self.partitions.get(partition)
             if state is None:
                 self.load_assigned()
                 state = self.partitions[partition]
-            expected = state.next_offset
-            if expected is not None and offset > expected:
-                if state.gap_probe != (expected, offset):
-                    state.gap_probe = (expected, offset)
-                    reread[partition] = expected
-                    log.warning(
-                        "partition %d: offset %d arrived after %d: re-reading from %d",
-                        partition,
-                        offset,
-                        expected - 1,
-                        expected,
-                    )
-                    continue
-                state.gap_probe = None  # same record after the same hole: offsets without records
-            if expected is None or offset >= expected:
-                state.next_offset = offset + 1
             try:
                 trade = Trade.decode(event.value)
             except SchemaError as exc:
                 invalid += 1
-                state.last_offset = max(state.last_offset, offset)  # handled: may be committed
-                log.warning("partition %d offset %d: undecodable trade skipped: %s", partition, offset, exc)
+                log.warning(
+                    "partition %d offset %d: undecodable trade skipped: %s", partition, message.offset, exc
+                )
                 continue
-            if not state.apply(trade, offset, now):
+            if not state.apply(trade, message.offset, now):
                 skipped_dup += 1
         metrics.TRADES_IN.inc(len(events))
         if skipped_dup:
             metrics.TRADES_SKIPPED.labels("duplicate").inc(skipped_dup)
         if invalid:
             metrics.TRADES_SKIPPED.labels("invalid").inc(invalid)
-        return reread
-
-    async def reread(self, offsets: dict[int, int]) -> None:
-        """Point the consumer back at the first record not applied (Faust's read offset included)."""
-        for partition, offset in offsets.items():
-            await self.app.consumer.seek(TP(TRADES, partition), offset)
 
     async def persist(self, states: list[PartitionState]) -> None:
         """Write the partitions' owed state to the table and (queued) to its changelog.
@@ -293,10 +195,7 @@ class Runtime:
         """
         if self.closed:
             return
-        states = list(self.partitions.values())
-        # what the records about to be written cover (trades applied later are not in them)
-        covered = [(state, state.last_offset) for state in states if state.last_offset >= 0]
-        await self.persist(states)
+        await self.persist(list(self.partitions.values()))
         if self.producer is not None:
             await self.producer.flush()
         if self.send_error is not None:
@@ -304,10 +203,6 @@ class Runtime:
                 "a state record could not be written: %r; stopping without committing", self.send_error
             )
             os._exit(70)  # a crash: the next owner resumes from the last committed offsets
-        for state, offset in covered:
-            partition = state.partition
-            if self.partitions.get(partition) is state and offset > self.durable.get(partition, -1):
-                self.durable[partition] = offset  # still owned: its records were written above
 
     # -- outputs -------------------------------------------------------------------------------
     async def publish_live(self, force: bool = False) -> None:
@@ -378,7 +273,6 @@ class Runtime:
 
 def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     _read_committed()
-    _bounded_commits()
     worker = settings.ohlcv_worker_name or f"{socket.gethostname()}-{os.getpid()}"
     datadir = Path(settings.resolved_data_dir) / "ohlcv" / settings.ohlcv_app_id / worker
     datadir.mkdir(parents=True, exist_ok=True)
@@ -408,7 +302,6 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
         STATE_TABLE, default=None, partitions=TRADE_PARTITIONS, key_type=bytes, value_type=bytes
     )
     runtime = Runtime(app, settings, table)
-    app._k2_commit_limit = runtime.commit_limit  # type: ignore[attr-defined]
     batch_max = settings.ohlcv_batch_max
     within = settings.ohlcv_batch_within_ms / 1000
     tick_s = min(0.05, settings.ohlcv_live_interval_ms / 1000 / 10)
@@ -417,9 +310,7 @@ def create_app(settings: OhlcvSettings) -> tuple[faust.App, Runtime]:
     async def candles(stream: Any) -> None:
         async for events in stream.take_events(batch_max, within):
             started = time.perf_counter()
-            reread = runtime.apply_batch(events)  # its state is written by the flush before the next commit
-            if reread:
-                await runtime.reread(reread)
+            runtime.apply_batch(events)  # its state is written by the flush before the next commit
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             await runtime.publish_live()
 

@@ -46,10 +46,6 @@ class PartitionState:
         self.watermark: int | None = None  # effective watermark
         self.last_trade_mono = now_mono
         self.last_offset = -1  # highest source offset seen (consumer lag)
-        # offset of the next record expected from the consumer (None: not known since assignment), and
-        # the gap (expected, got) last re-read to check that its offsets hold no trade (see app.py)
-        self.next_offset: int | None = None
-        self.gap_probe: tuple[int, int] | None = None
         self._open_heap: list[tuple[int, str]] = []  # (window end, key) of open candles
         self._closed_heap: list[tuple[int, str]] = []  # (window end, key) of closed candles
         self.pending: set[str] = set()  # closed candles whose content is not published yet
