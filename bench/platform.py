@@ -9,16 +9,13 @@ stops everything on exit — killed processes included. bench, chaos and soak sh
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,31 +47,10 @@ class BenchBroker(LocalBroker):
     the transactional services down. The switch lets the benchmark measure both ways.
     """
 
-    def format(self, libs: Path) -> None:
-        if os.environ.get("K2_BENCH_ELR", "1") != "0" or self.is_formatted():
-            super().format(libs)
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        result = subprocess.run(
-            [
-                "java",
-                "-cp",
-                f"{libs}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.config_file),
-                "--ignore-formatted",
-                "--feature",
-                "eligible.leader.replicas.version=0",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"formatting KRaft storage failed:\n{result.stdout}\n{result.stderr}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if os.environ.get("K2_BENCH_ELR", "1") == "0":
+            self.features = (*self.features, "eligible.leader.replicas.version=0")
 
 
 @dataclass

@@ -69,6 +69,8 @@ class LocalBroker:
     port: int = 19092
     controller_port: int = 19093
     heap: str = "512m"
+    # KRaft feature levels set at format time, e.g. ("eligible.leader.replicas.version=0",).
+    features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -152,6 +154,7 @@ class LocalBroker:
                 "-c",
                 str(self.config_file),
                 "--ignore-formatted",
+                *(arg for feature in self.features for arg in ("--feature", feature)),
             ],
             capture_output=True,
             text=True,
