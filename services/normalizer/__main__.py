@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-import faust
+import asyncio
 
 from services.common.logs import setup_logging
 from services.common.metrics import UP, serve_metrics
-from services.normalizer.app import Normalizer
+from services.common.stream import run_until_signalled
+from services.normalizer.app import create_app, report_lag
 from services.normalizer.settings import NormalizerSettings
 
 
-def main() -> None:
+async def main() -> None:
     settings = NormalizerSettings()
     setup_logging(settings.log_level, "normalizer")
-    normalizer = Normalizer(settings)
     serve_metrics("normalizer", settings.metrics_port, settings.metrics_host)
+    app = create_app(settings)
     UP.labels("normalizer").set(1)
-    worker = faust.Worker(
-        normalizer.app, loglevel=settings.log_level, redirect_stdouts=False, override_logging=False
-    )
-    worker.execute_from_commandline()
+    lag = asyncio.ensure_future(report_lag(app))
+    try:
+        await run_until_signalled(app)
+    finally:
+        lag.cancel()
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

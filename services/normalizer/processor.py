@@ -1,58 +1,36 @@
-"""The two stages' batch logic, independent of Faust: records in → outputs + offsets → one transaction.
+"""The two stages' per-partition logic: records in → outputs (the stream runtime commits them, with
+the input offsets, in one Kafka transaction per partition and batch; see services/common/stream.py).
 
 Stage 1 (raw → parsed): parse frames, dead-letter bad elements, Coinbase sequence and disconnect gaps.
-Stage 2 (parsed → trades): drop duplicates by natural key, report holes in sequential trade ids.
+Stage 2 (parsed → trades): drop duplicates by natural key, report holes in sequential trade ids; its
+state goes to the dedup changelog in the same transaction as the trades it let through.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import orjson
-from aiokafka import TopicPartition
 
 from services.common.instruments import InstrumentList
 from services.common.raw import KIND_MARKER, DisconnectMarker, RawHeaders
 from services.common.schemas import DeadLetter, Gap
+from services.common.stream import Output, Record
 from services.common.topics import GAPS, RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
 from services.normalizer import metrics as m
-from services.normalizer.dedup import SymbolState
+from services.normalizer.dedup import SymbolState, new_state
 from services.normalizer.parsers import Lineage, parse_frame
 from services.normalizer.sequences import SequenceTracker
-from services.normalizer.state import DedupStore
-from services.normalizer.txn import Output, TransactionalSender
 
 log = logging.getLogger(__name__)
 EXCHANGE_OF_TOPIC = {topic: exchange for exchange, topic in RAW_TOPICS.items()}
 
 
-@dataclass(slots=True)
-class Record:
-    """What a stage needs of a consumed Kafka record (Faust event or aiokafka record alike)."""
+class ParseProcessor:
+    """Stage 1 for one raw partition (every frame of a connection is in one partition, in order)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    timestamp_ms: int
-
-
-def _next_offsets(records: list[Record]) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        if record.offset + 1 > offsets.get(tp, 0):
-            offsets[tp] = record.offset + 1
-    return offsets
-
-
-class ParseStage:
-    def __init__(self, sender: TransactionalSender, instruments: InstrumentList) -> None:
-        self.sender = sender
+    def __init__(self, instruments: InstrumentList) -> None:
         self.instruments = instruments
         self.sequences = SequenceTracker()
 
@@ -68,7 +46,7 @@ class ParseStage:
                     outputs,
                     record,
                     exchange,
-                    record.timestamp_ms * 1000,
+                    record.timestamp * 1000,
                     "unknown_frame",
                     f"normalizer error: {exc!r}",
                     _text(record.value),
@@ -76,9 +54,10 @@ class ParseStage:
                 )
         return outputs
 
-    async def run(self, records: list[Record]) -> None:
-        outputs = self.process(records)
-        await self.sender.commit(outputs, _next_offsets(records))
+    def tick(self) -> list[Output]:
+        return []
+
+    def committed(self) -> None:
         m.TRANSACTIONS.labels("parse").inc()
 
     def _one(self, record: Record, outputs: list[Output]) -> None:
@@ -91,7 +70,7 @@ class ParseStage:
                 outputs,
                 record,
                 exchange,
-                record.timestamp_ms * 1000,
+                record.timestamp * 1000,
                 "missing_field",
                 str(exc),
                 _text(record.value),
@@ -208,21 +187,28 @@ def _text(value: bytes | None) -> str:
     return (value or b"")[:65536].decode("utf-8", errors="replace")
 
 
-class DedupStage:
-    """Reads only what dedup needs from the parsed Trade JSON (no Decimal work): the published value
-    is the parsed record's bytes, unchanged."""
+class DedupProcessor:
+    """Stage 2 for one parsed partition. Reads only what dedup needs from the parsed Trade JSON (no
+    Decimal work): the published value is the parsed record's bytes, unchanged."""
 
-    def __init__(self, sender: TransactionalSender, store: DedupStore) -> None:
-        self.sender = sender
-        self.store = store
+    def __init__(self, partition: int, changelog: str, horizon: int, state: dict[bytes, bytes]) -> None:
+        self.partition = partition
+        self.changelog = changelog
+        self.horizon = horizon
+        self.states: dict[str, SymbolState] = {}
+        for key, value in state.items():
+            name = key.decode()
+            self.states[name] = SymbolState.decode(
+                value, horizon, new_state(name.split(":", 1)[0], 1).sequential
+            )
+        self._published: list[tuple[str, int, int]] = []  # (exchange, exchange_ts, received_at)
 
-    async def process(self, records: list[Record]) -> tuple[list[Output], list[tuple[str, int, int]]]:
+    def process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
-        published: list[tuple[str, int, int]] = []  # (exchange, exchange_ts, received_at)
-        changed: dict[tuple[int, str], SymbolState] = {}
-        store = self.store
+        published = self._published = []
+        changed: dict[str, SymbolState] = {}
+        states = self.states
         for record in records:
-            states = await store.partition(record.partition)
             try:
                 data = orjson.loads(record.value or b"")
                 exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
@@ -239,7 +225,9 @@ class DedupStage:
                 )  # only a foreign writer could put this here
                 continue
             key = f"{exchange}:{symbol}"
-            state = store.state(states, key, exchange)
+            state = states.get(key)
+            if state is None:
+                state = states[key] = new_state(exchange, self.horizon)
             verdict = state.check(trade_id)
             if verdict.gap_expected is not None:
                 _gap(
@@ -258,17 +246,22 @@ class DedupStage:
             if not verdict.publish:
                 m.DUPLICATES.labels(exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
                 continue
-            changed[(record.partition, key)] = state
+            changed[key] = state
             outputs.append((TRADES, key.encode(), record.value or b"", None))
             published.append((exchange, exchange_ts, received_at))
-        for (partition, key), state in changed.items():
-            outputs.append((store.topic, key.encode(), state.encode(), partition))
-        return outputs, published
+        for key, state in changed.items():
+            outputs.append((self.changelog, key.encode(), state.encode(), self.partition))
+        return outputs
 
-    async def run(self, records: list[Record]) -> None:
-        outputs, published = await self.process(records)
-        await self.sender.commit(outputs, _next_offsets(records))
+    def tick(self) -> list[Output]:
+        return []
+
+    def committed(self) -> None:
+        """The batch's trades are visible downstream: count them and their latency."""
         m.TRANSACTIONS.labels("dedup").inc()
+        published, self._published = self._published, []
+        if not published:
+            return
         now_us = time.time_ns() // 1000
         counts: dict[str, int] = {}
         for exchange, exchange_ts, received_at in published:

@@ -8,19 +8,19 @@ from services.common.settings import K2Settings
 
 
 class NormalizerSettings(K2Settings):
-    """Normalizer (Faust): raw frames → validated, de-duplicated trades, dead letters and gaps."""
+    """Normalizer: raw frames → validated, de-duplicated trades, dead letters and gaps."""
 
     normalizer_app_id: str = Field(
-        "k2-normalizer", description="Faust app id = Kafka consumer group and prefix of internal topics."
-    )
-    normalizer_worker_id: str = Field(
-        "", description="Name of this worker in transactional ids; empty means host-pid-random."
+        "k2-normalizer",
+        description="Kafka consumer group; prefix of the transactional ids and of the dedup changelog topic.",
     )
     normalizer_batch_max: int = Field(
         2000, ge=1, description="Most records per batch (one Kafka transaction per batch and stage)."
     )
     normalizer_batch_within_ms: int = Field(
-        10, ge=1, description="Longest wait to fill a batch, ms (bounds the added latency)."
+        10,
+        ge=1,
+        description="Longest wait for records when none are buffered, ms (a batch is what has arrived).",
     )
     normalizer_dedup_horizon: int = Field(
         100_000,
@@ -38,7 +38,4 @@ class NormalizerSettings(K2Settings):
         ge=1000,
         description="Kafka transaction timeout: how long a crashed worker's open "
         "transaction can hold back read_committed readers.",
-    )
-    normalizer_web_port: int = Field(
-        0, description="Port of Faust's own web server; 0 disables it (/metrics is served separately)."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +13,7 @@ from services.common.raw import RawHeaders
 from services.common.schemas import DLQ_REASONS, DeadLetter
 from services.common.topics import GAPS, TRADES_DLQ, TRADES_PARSED
 from services.normalizer.parsers import Lineage, parse_frame
-from services.normalizer.processor import ParseStage, Record
+from services.normalizer.processor import ParseProcessor
 from tests.normalizer.frames import BASE_NS, BASE_US
 
 INSTRUMENTS = default_instruments()
@@ -172,10 +173,11 @@ def test_stage_one_never_crashes_on_any_record(
     exchange: str, frame: bytes, headers: list, marker: bool
 ) -> None:
     """Whole stage 1 (headers, markers included): every record ends as outputs or a control frame."""
-    stage = ParseStage(sender=None, instruments=INSTRUMENTS)  # type: ignore[arg-type]
+    stage = ParseProcessor(INSTRUMENTS)
     if marker:
         headers = RawHeaders(BASE_NS, "c", 1, "marker").to_kafka()
-    record = Record(f"market.crypto.trades.{exchange}.raw", 0, 7, b"c", frame, headers, BASE_MS)
+    topic = f"market.crypto.trades.{exchange}.raw"
+    record = ConsumerRecord(topic, 0, 7, BASE_MS, 0, b"c", frame, None, 1, len(frame), headers)
     outputs = stage.process([record])
     assert {topic for topic, *_ in outputs} <= {TRADES_PARSED, TRADES_DLQ, GAPS}
     try:

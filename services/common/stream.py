@@ -1,0 +1,364 @@
+"""Exactly-once stream processing: a consumer-group member that handles each input partition's
+records in Kafka transactions, with state kept in a compacted changelog topic.
+
+This is Kafka's consume-transform-produce pattern as Kafka Streams ran it before KIP-447:
+- one `AIOKafkaConsumer` in the group, read_committed, no auto-commit, batched `getmany`;
+- one transactional producer per assigned input partition, transactional id
+  `<group>-<topic>-<partition>`: the next owner's `init_transactions` fences a stale owner (a paused
+  or partitioned process that still believes it owns the partition) and aborts its open transaction;
+- each partition's batch is one transaction holding its outputs, its state changes (changelog records)
+  and the next input offset (`send_offsets_to_transaction`): all of it commits or none of it does;
+- on assignment, after fencing, the partition's state is read back from its changelog partition
+  (read_committed) and its position from the group's committed offset, so state, position and
+  outputs always describe the same point of the input;
+- a failed transaction resets the partition the same way (new producer, state and position re-read):
+  the batch is processed again from the last committed point, its aborted outputs never seen.
+
+Why not Faust for this (faust-streaming 0.15.3, measured on this project): its per-event path capped
+the candle service at ~630 trades/s and the normalizer at ~3,300 trades/s on one core; its
+`exactly_once` mode picks the transactional producer by *destination* partition (wrong for outputs
+that are not co-partitioned with the input) and swallows failed commits; and after a kill -9 its
+fetcher could skip a fetched record yet commit past it. The services keep Faust's model — agents per
+partition, changelog-backed tables, a worker that scales by joining the group — on aiokafka directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
+from services.common.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+Output = tuple[str, bytes | None, bytes | None, int | None]
+"""One record to publish: topic, key, value (None = tombstone), partition (None = by key)."""
+
+Record = ConsumerRecord
+"""An input record (aiokafka's ConsumerRecord: topic, partition, offset, key, value, headers, ...)."""
+
+
+class Processor(Protocol):
+    """The logic of one input partition; pure computation, no I/O (the runtime does the I/O)."""
+
+    def process(self, records: list[Record]) -> list[Output]:
+        """Outputs (including changelog records) for a batch of this partition's records."""
+        ...
+
+    def tick(self) -> list[Output]:
+        """Outputs due by the wall clock alone (e.g. windows closed on an idle partition)."""
+        ...
+
+    def committed(self) -> None:
+        """Called after the outputs of the last process()/tick() were committed (metrics)."""
+        ...
+
+
+ProcessorFactory = Callable[[TopicPartition, dict[bytes, bytes]], Processor]
+"""Builds a partition's processor from its recovered state (changelog key → latest value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    bootstrap: str
+    group_id: str
+    topics: tuple[str, ...]
+    changelog: TopicSpec | None = None  # state topic, co-partitioned with the stateful inputs
+    stateful_topics: frozenset[str] = frozenset()  # inputs whose partition N keeps state in changelog N
+    batch_max: int = 2000
+    poll_ms: int = 10
+    session_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 15_000
+    tick_seconds: float | None = None
+    retry_seconds: float = 1.0
+
+
+@dataclass(slots=True)
+class _Partition:
+    tp: TopicPartition
+    producer: AIOKafkaProducer
+    processor: Processor
+    position: int  # next input offset to process; records below it were already committed
+    epoch: int  # when it was (re)opened: a batch fetched before that comes from a stale position
+
+
+class TransactionFailed(Exception):
+    """A partition's transaction did not commit; the partition is reset to its last committed point."""
+
+
+class StreamApp:
+    """Run `factory`'s processors over the assigned partitions of `config.topics`, exactly once."""
+
+    def __init__(self, config: StreamConfig, factory: ProcessorFactory) -> None:
+        self.config = config
+        self.factory = factory
+        self.consumer: AIOKafkaConsumer | None = None
+        self._changelog_reader: AIOKafkaConsumer | None = None
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._lock = asyncio.Lock()  # one of: a batch, a tick, a rebalance step
+        self._stopping = asyncio.Event()
+        self._epoch = 0
+        self.transactions = 0
+        self.resets = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        if cfg.changelog is not None:
+            await ensure_topics(cfg.bootstrap, [cfg.changelog])
+            self._changelog_reader = AIOKafkaConsumer(
+                bootstrap_servers=cfg.bootstrap,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                auto_offset_reset="earliest",
+            )
+            await self._changelog_reader.start()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=cfg.bootstrap,
+            group_id=cfg.group_id,
+            client_id=cfg.group_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 10),
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
+        await self.consumer.start()
+
+    async def run(self) -> None:
+        """Process batches until stop(); runs the tick loop alongside when configured."""
+        assert self.consumer is not None, "start() first"
+        ticker = asyncio.ensure_future(self._tick_loop()) if self.config.tick_seconds else None
+        try:
+            while not self._stopping.is_set():
+                epoch = self._epoch
+                batch = await self.consumer.getmany(
+                    timeout_ms=self.config.poll_ms, max_records=self.config.batch_max
+                )
+                if batch:
+                    async with self._lock:
+                        await self._process(batch, epoch)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        """Leave the group and close every client (after run() returned)."""
+        async with self._lock:
+            for tp in list(self._partitions):
+                await self._drop(tp)
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self._changelog_reader is not None:
+            await self._changelog_reader.stop()
+
+    # -- introspection (metrics) ---------------------------------------------------------------
+    def processors(self) -> Iterator[tuple[TopicPartition, Processor]]:
+        for tp, part in list(self._partitions.items()):
+            yield tp, part.processor
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet processed per owned partition (last stable offset − position)."""
+        lags: dict[TopicPartition, int] = {}
+        if self.consumer is None:
+            return lags
+        for tp, part in list(self._partitions.items()):
+            with contextlib.suppress(Exception):  # a partition revoked meanwhile
+                end = self.consumer.last_stable_offset(tp)
+                if end is not None:
+                    lags[tp] = max(0, end - part.position)
+        return lags
+
+    # -- batches -------------------------------------------------------------------------------
+    async def _process(self, batch: dict[TopicPartition, list[Record]], epoch: int) -> None:
+        runs = []
+        for tp, records in batch.items():
+            part = self._partitions.get(tp)
+            if part is None or part.epoch > epoch:
+                continue  # revoked, or reopened (seeked) since the fetch: the consumer fetches them again
+            fresh = [r for r in records if r.offset >= part.position]
+            if not fresh:
+                continue
+            outputs = part.processor.process(fresh)
+            runs.append(self._commit(part, outputs, fresh[-1].offset + 1))
+        if runs:
+            await asyncio.gather(*runs)
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.tick_seconds or 1.0
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                async with self._lock:
+                    runs = []
+                    for part in list(self._partitions.values()):
+                        outputs = part.processor.tick()
+                        if outputs:
+                            runs.append(self._commit(part, outputs, None))
+                    if runs:
+                        await asyncio.gather(*runs)
+            except Exception:  # a tick must never end the loop
+                log.exception("tick failed")
+
+    async def _commit(self, part: _Partition, outputs: list[Output], next_offset: int | None) -> None:
+        """One transaction: outputs + (when consuming) the next offset. On failure reset the partition."""
+        try:
+            await self._transaction(part.producer, outputs, part.tp, next_offset)
+        except Exception as exc:
+            log.warning("%s: transaction failed (%r); resetting the partition", _name(part.tp), exc)
+            await self._reset(part.tp)
+            return
+        self.transactions += 1
+        if next_offset is not None:
+            part.position = next_offset
+        part.processor.committed()
+
+    async def _transaction(
+        self,
+        producer: AIOKafkaProducer,
+        outputs: Iterable[Output],
+        tp: TopicPartition,
+        next_offset: int | None,
+    ) -> None:
+        async with producer.transaction():
+            send = producer.send
+            for topic, key, value, partition in outputs:
+                await send(topic, value, key=key, partition=partition)
+            if next_offset is not None:
+                await producer.send_offsets_to_transaction({tp: next_offset}, self.config.group_id)
+
+    # -- partitions ----------------------------------------------------------------------------
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in list(self._partitions):
+                if tp not in assigned:
+                    await self._drop(tp)
+            for tp in sorted(assigned - set(self._partitions)):
+                await self._open_retrying(tp)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # waits for the batch in flight: its transaction completes first
+            for tp in revoked:
+                await self._drop(tp)
+
+    async def _reset(self, tp: TopicPartition) -> None:
+        self.resets += 1
+        await self._drop(tp)
+        if self.consumer is not None and tp in self.consumer.assignment():
+            await self._open_retrying(tp)
+
+    async def _drop(self, tp: TopicPartition) -> None:
+        part = self._partitions.pop(tp, None)
+        if part is not None:
+            with contextlib.suppress(Exception):
+                await part.producer.stop()
+
+    async def _open_retrying(self, tp: TopicPartition) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._open(tp)
+                return
+            except Exception as exc:
+                log.warning("%s: could not take over (%r); retrying", _name(tp), exc)
+                await asyncio.sleep(self.config.retry_seconds)
+
+    async def _open(self, tp: TopicPartition) -> None:
+        """Fence the previous owner, then read state and position: all as of its last commit."""
+        assert self.consumer is not None
+        started = time.monotonic()
+        producer = AIOKafkaProducer(
+            **{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"},
+            bootstrap_servers=self.config.bootstrap,
+            transactional_id=f"{self.config.group_id}-{tp.topic}-{tp.partition}",
+            transaction_timeout_ms=self.config.transaction_timeout_ms,
+        )
+        await producer.start()  # init_transactions: fences the old owner, settles its open transaction
+        try:
+            state = await self._recover(tp)
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+                position = 0
+            else:
+                self.consumer.seek(tp, committed)
+                position = committed
+            processor = self.factory(tp, state)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self._epoch += 1
+        self._partitions[tp] = _Partition(tp, producer, processor, position, self._epoch)
+        log.info(
+            "%s: taken over at offset %d with %d state records in %.2fs",
+            _name(tp),
+            position,
+            len(state),
+            time.monotonic() - started,
+        )
+
+    async def _recover(self, tp: TopicPartition) -> dict[bytes, bytes]:
+        """The partition's state: its changelog partition read to the end, committed records only."""
+        reader, spec = self._changelog_reader, self.config.changelog
+        if reader is None or spec is None or tp.topic not in self.config.stateful_topics:
+            return {}
+        source = TopicPartition(spec.name, tp.partition)
+        reader.assign([source])
+        end = (await reader.end_offsets([source]))[source]
+        state: dict[bytes, bytes] = {}
+        if end > 0:
+            await reader.seek_to_beginning(source)
+            while await reader.position(source) < end:
+                fetched = await reader.getmany(source, timeout_ms=500)
+                for record in fetched.get(source, ()):
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        state.pop(record.key, None)
+                    else:
+                        state[record.key] = record.value
+        return state
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, app: StreamApp) -> None:
+        self.app = app
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.app._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.app._assigned(set(assigned))
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
+async def run_until_signalled(app: StreamApp) -> None:
+    """Start, process until SIGTERM/SIGINT, then leave the group cleanly (the service's main)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.stop)
+    await app.start()
+    try:
+        await app.run()
+    finally:
+        await app.close()
