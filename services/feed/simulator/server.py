@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 200_000  # queued items per connection before it counts as a slow client
 HEARTBEAT_S = 1.0
+CATCH_UP_S = 1.0  # the most market time one synthetic tick makes up for after a scheduling delay
 
 
 @dataclass(eq=False)
@@ -86,12 +87,14 @@ class Hub:
         self.rate = rate
         carry = 0.0
         last = time.monotonic()
+        max_dt = max(4 * tick, CATCH_UP_S)
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
-            # At most 4 ticks' worth at once: an overloaded simulator trades slower instead of
-            # spiralling into ever larger catch-up batches (measured rates stay honest).
-            dt, last = min(now - last, 4 * tick), now
+            # At most max_dt's worth at once: a simulator that was not scheduled for a moment catches
+            # up, an overloaded one trades slower instead of spiralling into ever larger batches
+            # (the delivered rate is what it really sent).
+            dt, last = min(now - last, max_dt), now
             if not self.connections:
                 carry = 0.0
                 continue
@@ -485,16 +488,20 @@ class Simulator:
                 if conn.stalled_until > time.monotonic():
                     await asyncio.sleep(conn.stalled_until - time.monotonic())
                 frames, trades, data = self._render(conn, item)
-                for text in frames:
-                    copies = 1
-                    if data and conn.duplicate_left > 0:
-                        conn.duplicate_left -= 1
-                        copies = 2
-                    for _ in range(copies):
-                        await conn.ws.send(text)
-                        conn.sent_frames += 1
-                        if conn.sent is not None:
-                            conn.sent.append(text)
+                if not frames:
+                    continue
+                if data and conn.duplicate_left > 0:
+                    doubled = []
+                    for text in frames:
+                        doubled.append(text)
+                        if conn.duplicate_left > 0:
+                            conn.duplicate_left -= 1
+                            doubled.append(text)
+                    frames = doubled
+                await send_frames(conn.ws, frames)
+                conn.sent_frames += len(frames)
+                if conn.sent is not None:
+                    conn.sent.extend(frames)
                 frames_metric.inc(len(frames))
                 if trades:
                     trades_metric.inc(trades)
@@ -502,11 +509,38 @@ class Simulator:
             pass
 
 
+async def send_frames(ws: ServerConnection, frames: list[str]) -> None:
+    """Send text frames, each its own WebSocket message, with one socket write for all of them.
+
+    `ws.send` writes every message to the socket on its own (a syscall per Binance trade); here the
+    frames are serialized by the connection's protocol and written at once, inside the same
+    `send_context` (state checks, error handling, flow control) that `ws.send` uses.
+    """
+    if len(frames) == 1:
+        await ws.send(frames[0])
+        return
+    async with ws.send_context():
+        protocol = ws.protocol
+        for text in frames:
+            protocol.send_text(text.encode())
+        chunks = protocol.data_to_send()
+        if all(chunks):
+            ws.transport.write(b"".join(chunks))
+        else:  # an empty chunk is an end-of-stream marker (closing): as ws.send_data handles it
+            for chunk in chunks:
+                if chunk:
+                    ws.transport.write(chunk)
+                elif ws.transport.can_write_eof():
+                    ws.transport.write_eof()
+                else:
+                    ws.transport.close()
+
+
 def malformed_frames(exchange: str, count: int) -> list[str]:
     """Bad input for the DLQ: not JSON, truncated JSON, and well-formed frames with bad fields."""
     now = time.time_ns()
     ms = now // 1_000_000
-    bad_trade = SimTrade("BTCUSDT", Decimal("1"), Decimal("1"), True, 1, now)
+    bad_trade = SimTrade.of("BTCUSDT", Decimal("1"), Decimal("1"), True, 1, now)
     kinds = {
         "binance": [
             "this is not json",
@@ -532,7 +566,7 @@ def malformed_frames(exchange: str, count: int) -> list[str]:
                 0,
                 now,
                 wire.coinbase_trades_events(
-                    [SimTrade("BTC-USD", Decimal("1"), Decimal("0"), True, 1, now)]
+                    [SimTrade.of("BTC-USD", Decimal("1"), Decimal("0"), True, 1, now)]
                 ).replace('"size":"0"', '"size":"zero"'),
             ),
             wire.coinbase_envelope(

@@ -1,7 +1,9 @@
 """Frames exactly shaped like each exchange's, and re-timing of captured frames.
 
 Text is built by hand (not json.dumps) where exactness matters: Kraken's prices and
-quantities are JSON numbers written from Decimal digits, never through float.
+quantities are JSON numbers written from the decimal digits, never through float. Trade
+amounts arrive as fixed-point integers (SimTrade) and are formatted with integer arithmetic:
+these encoders run once per simulated trade.
 """
 
 from __future__ import annotations
@@ -10,16 +12,22 @@ import json
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from services.feed.simulator.market import SimTrade
 
 
+@lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def rfc3339(ts_ns: int, digits: int = 6) -> str:
     seconds, frac = divmod(ts_ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    base = _second_text(seconds)  # strftime costs ~10 µs; trades share their second
     if digits == 0:
         return base + "Z"
-    return f"{base}.{frac:09d}"[: len(base) + 1 + digits] + "Z"
+    return f"{base}.{f'{frac:09d}'[:digits]}Z"
 
 
 def number(value: Decimal) -> str:
@@ -30,6 +38,31 @@ def number(value: Decimal) -> str:
     return text
 
 
+def plain(units: int, places: int) -> str:
+    """units × 10^-places with exactly `places` decimals, no exponent (== format(Decimal, "f"))."""
+    if units < 0:
+        return "-" + plain(-units, places)
+    text = str(units)
+    if places <= 0:
+        return text
+    if len(text) <= places:
+        text = "0" * (places + 1 - len(text)) + text
+    return f"{text[:-places]}.{text[-places:]}"
+
+
+def fixed8(units: int, places: int) -> str:
+    """Eight decimals (Binance's format, == f"{Decimal:.8f}")."""
+    if places <= 8:
+        return plain(units * 10 ** (8 - places), 8)
+    return f"{Decimal(units).scaleb(-places):.8f}"  # rounds like Decimal formatting does
+
+
+def json_number(units: int, places: int) -> str:
+    """The shortest JSON number with these digits (== number(Decimal))."""
+    text = plain(units, places)
+    return text.rstrip("0").rstrip(".") if places > 0 else text
+
+
 # -- Binance ---------------------------------------------------------------------------------------
 
 
@@ -37,7 +70,8 @@ def binance_trade(trade: SimTrade, combined: bool = True) -> str:
     ms = trade.ts_ns // 1_000_000
     data = (
         f'{{"e":"trade","E":{ms + 1},"s":"{trade.native}","t":{trade.trade_id},'
-        f'"p":"{trade.price:.8f}","q":"{trade.qty:.8f}","T":{ms},'
+        f'"p":"{fixed8(trade.price_units, trade.price_places)}",'
+        f'"q":"{fixed8(trade.qty_units, trade.qty_places)}","T":{ms},'
         f'"m":{"false" if trade.taker_buy else "true"},"M":true}}'
     )
     if not combined:
@@ -84,8 +118,10 @@ def kraken_ack(symbol: str, ok: bool, time_in: int, time_out: int, req_id: objec
 
 def kraken_trades(trades: list[SimTrade], kind: str = "update") -> str:
     items = ",".join(
-        f'{{"symbol":"{t.native}","side":"{"buy" if t.taker_buy else "sell"}","price":{number(t.price)},'
-        f'"qty":{number(t.qty)},"ord_type":"{"market" if t.trade_id % 3 else "limit"}",'
+        f'{{"symbol":"{t.native}","side":"{"buy" if t.taker_buy else "sell"}",'
+        f'"price":{json_number(t.price_units, t.price_places)},'
+        f'"qty":{json_number(t.qty_units, t.qty_places)},'
+        f'"ord_type":"{"market" if t.trade_id % 3 else "limit"}",'
         f'"trade_id":{t.trade_id},"timestamp":"{rfc3339(t.ts_ns)}"}}'
         for t in trades
     )
@@ -103,9 +139,11 @@ def coinbase_envelope(channel: str, sequence_num: int, now_ns: int, events: str)
 
 
 def coinbase_trades_events(trades: list[SimTrade], kind: str = "update") -> str:
-    # `side` is the maker's: a taker buy lifts a resting SELL order.
+    # `side` is the maker's: a taker buy lifts a resting SELL order. Amounts are plain decimal strings
+    # with the product's own decimals, as Coinbase sends them (never an exponent like "5E-8").
     items = ",".join(
-        f'{{"trade_id":"{t.trade_id}","product_id":"{t.native}","price":"{t.price}","size":"{t.qty}",'
+        f'{{"trade_id":"{t.trade_id}","product_id":"{t.native}",'
+        f'"price":"{plain(t.price_units, t.price_places)}","size":"{plain(t.qty_units, t.qty_places)}",'
         f'"side":"{"SELL" if t.taker_buy else "BUY"}","time":"{rfc3339(t.ts_ns)}"}}'
         for t in trades
     )
