@@ -1,41 +1,46 @@
 """Load generator for the query API: `python -m bench.query` (== `task bench:query`).
 
 Builds a temporary lake with the real lake-writer code (4 markets, one day of trades, a full day
-of 1m candles each), starts `python -m services.query` as a real uvicorn process on loopback,
-then runs 50 concurrent httpx clients per scenario (bounded by a request count and a time limit):
+of 1m candles each), starts `python -m services.query` as a real uvicorn process on loopback
+(`--processes` worker processes), then runs each scenario from a separate load-generator process
+(bench.query_client: `--concurrency` keep-alive clients, closed loop, bounded by a request count
+and a time limit):
 
   candles_1m_day   GET /v1/ohlcv/1m, one symbol, one day (1,440 rows), warm    target p95 <= 10 ms
   trades_10k       GET /v1/trades, 10,000 rows (same page, cached)             target p95 <= 100 ms
   trades_10k_cold  GET /v1/trades, 10,000 rows, a different range every time (never cached)
   candles_cached   GET /v1/ohlcv/1h, one symbol, one day (24 rows), cached     target >= 1,000 req/s
 
-plus the same candle query from one client (service time without queueing). Prints a table and
-writes bench-results/query.json. Client and server share this machine's cores.
+plus the candle and trade queries from one client (service time without queueing). Client and
+server share this machine's cores: the table shows the CPU seconds each used. Prints a table and
+writes bench-results/query.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 
+from bench.query_client import run_load
+from bench.query_data import DAY0_US, candles_of, make_trades
 from services.common.catalog import open_catalog
 from services.common.metrics import free_port
 from services.common.settings import K2Settings
 from services.lakewriter.writer import append_trades, ensure_tables, upsert_candles
-from tests.query.data import DAY0_US, candles_of, make_trades
 
 DAY = "2024-03-01"
 NEXT_DAY = "2024-03-02"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def build_lake(data_dir: Path, trades_per_market: int) -> dict:
@@ -49,91 +54,68 @@ def build_lake(data_dir: Path, trades_per_market: int) -> dict:
     return {"trades": len(trades), "btc_usdt_1m_candles": per_symbol_1m}
 
 
-async def run_load(
-    base: str,
-    make_request,
-    concurrency: int,
-    max_requests: int,
-    max_seconds: float,
-    expect_rows: int | None = None,
-) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    counter = iter(range(max_requests))
-    deadline = time.monotonic() + max_seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
-
-        async def worker() -> None:
-            nonlocal errors
-            for i in counter:
-                if time.monotonic() > deadline:
-                    return
-                path, params = make_request(i)
-                started = time.perf_counter()
-                try:
-                    response = await client.get(path, params=params)
-                except httpx.HTTPError:  # e.g. a keep-alive connection closed under us: count it
-                    errors += 1
-                    continue
-                body = response.content
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
-                    errors += 1
-                elif expect_rows is not None and i == 0:
-                    assert json.loads(body)["count"] == expect_rows, body[:200]
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
-
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "seconds": round(elapsed, 2),
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(pct(0.50), 2),
-        "p95_ms": round(pct(0.95), 2),
-        "p99_ms": round(pct(0.99), 2),
-        "mean_ms": round(statistics.fmean(latencies) * 1000, 2),
-    }
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (the uvicorn supervisor and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        with contextlib.suppress(OSError):
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+    return out
 
 
-async def scenarios(base: str, concurrency: int, scale: float) -> dict[str, dict]:
-    day_1m = ("/v1/ohlcv/1m", {"exchange": "binance", "symbol": "BTC/USDT", "start": DAY, "end": NEXT_DAY})
-    hour = ("/v1/ohlcv/1h", {"exchange": "binance", "symbol": "BTC/USDT", "start": DAY, "end": NEXT_DAY})
-    trades = (
-        "/v1/trades",
-        {"exchange": "binance", "symbol": "BTC/USDT", "start": DAY, "end": NEXT_DAY, "limit": 10_000},
-    )
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process tree (from /proc)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
 
-    def cold_trades(i: int) -> tuple[str, dict]:
-        start_us = DAY0_US + i  # a new range each time: never a cache hit, the real DuckDB path
-        return "/v1/trades", {**trades[1], "start": str(start_us)}
 
-    async with httpx.AsyncClient(base_url=base, timeout=60) as warm:  # fill the caches
-        for path, params in (day_1m, hour, trades):
-            assert (await warm.get(path, params=params)).status_code == 200
+def scenarios(port: int, server_pid: int, concurrency: int, scale: float) -> dict[str, dict]:
+    common = {"exchange": "binance", "symbol": "BTC/USDT", "start": DAY, "end": NEXT_DAY}
+    day_1m = f"/v1/ohlcv/1m?{urlencode(common)}"
+    hour = f"/v1/ohlcv/1h?{urlencode(common)}"
+    trades = f"/v1/trades?{urlencode({**common, 'limit': 10_000})}"
+    # A new range each time: never a cache hit, the real DuckDB path.
+    cold = [f"/v1/trades?{urlencode({**common, 'limit': 10_000, 'start': DAY0_US + i})}" for i in range(5000)]
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as warm:  # fill the caches
+        for target in (day_1m, hour, trades):
+            assert warm.get(target).status_code == 200
     n = lambda count: max(50, int(count * scale))  # noqa: E731
+    plan = {
+        "candles_1m_day_single_client": ([day_1m], 1, n(1000), 10, 1440),
+        "candles_1m_day": ([day_1m], concurrency, n(20_000), 20, 1440),
+        "trades_10k_single_client": ([trades], 1, n(300), 10, 10_000),
+        "trades_10k": ([trades], concurrency, n(5000), 20, 10_000),
+        "trades_10k_cold": (cold, concurrency, n(300), 20, 10_000),
+        "candles_cached": ([hour], concurrency, n(50_000), 20, 24),
+    }
     out = {}
-    out["candles_1m_day_single_client"] = await run_load(base, lambda i: day_1m, 1, n(300), 20)
-    out["candles_1m_day"] = await run_load(base, lambda i: day_1m, concurrency, n(3000), 30, 1440)
-    out["trades_10k"] = await run_load(base, lambda i: trades, concurrency, n(600), 40, 10_000)
-    out["trades_10k_cold"] = await run_load(base, cold_trades, concurrency, n(300), 40, 10_000)
-    out["candles_cached"] = await run_load(base, lambda i: hour, concurrency, n(10_000), 30, 24)
+    for name, (targets, clients, count, seconds, rows) in plan.items():
+        cpu0 = cpu_seconds(server_pid)
+        result = run_load("127.0.0.1", port, targets, clients, count, seconds, rows)
+        result["server_cpu_s"] = round(cpu_seconds(server_pid) - cpu0, 2)
+        result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        out[name] = result
+        print(f"{name}: {result}", flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=50, help="concurrent clients (default 50)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
     parser.add_argument("--trades-per-market", type=int, default=20_000)
+    parser.add_argument(
+        "--processes", type=int, default=2, help="server worker processes (K2_QUERY_PROCESSES, default 2)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="k2-bench-query-") as tmp:
         data_dir = Path(tmp)
@@ -145,23 +127,23 @@ def main() -> None:
             **os.environ,
             "K2_DATA_DIR": str(data_dir),
             "K2_QUERY_PORT": str(port),
+            "K2_QUERY_PROCESSES": str(args.processes),
             "K2_QUERY_RATE_LIMIT_PER_S": "0",
             "K2_LOG_LEVEL": "WARNING",
         }
         server = subprocess.Popen([sys.executable, "-m", "services.query"], env=env, stdin=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise SystemExit("the query server did not become ready")
                 time.sleep(0.2)
-            results = asyncio.run(scenarios(base, args.concurrency, args.scale))
+            results = scenarios(port, server.pid, args.concurrency, args.scale)
         finally:
             server.terminate()
             try:
@@ -174,18 +156,21 @@ def main() -> None:
         "candles_cached": ">= 1000 req/s",
     }
     print(
-        f"\n{'scenario':32} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>6}  target"
+        f"\n{'scenario':30} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'MB/s':>6} {'srv cpu':>7} {'cli cpu':>7} {'errors':>6}  target"
     )
     for name, r in results.items():
         print(
-            f"{name:32} {r['requests']:>8} {r['rps']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} "
-            f"{r['errors']:>6}  {targets.get(name, '')}"
+            f"{name:30} {r['requests']:>8} {r['rps']:>8} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['p99_ms']:>8} "
+            f"{r['mb_per_s']:>6} {r['server_cpu_s']:>7} {r['client_cpu_s']:>7} {r['errors']:>6}  "
+            f"{targets.get(name, '')}"
         )
     out = Path("bench-results")
     out.mkdir(exist_ok=True)
     report = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "concurrency": args.concurrency,
+        "server_processes": args.processes,
         "lake": lake,
         "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],

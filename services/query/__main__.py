@@ -1,4 +1,5 @@
-"""`python -m services.query`: the query API under uvicorn; SIGTERM/SIGINT stop it cleanly (exit 0)."""
+"""`python -m services.query`: the query API under uvicorn (K2_QUERY_PROCESSES worker processes);
+SIGTERM/SIGINT stop it cleanly (exit 0)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import uvicorn
 
 from services.common.logs import setup_logging
+from services.query import workers
 from services.query.app import create_app
 from services.query.settings import QuerySettings
 
@@ -18,6 +20,15 @@ log = logging.getLogger("services.query")
 def main() -> None:
     settings = QuerySettings()
     setup_logging(settings.log_level, "query")
+    if settings.query_processes > 1:
+        log.info(
+            "query API on http://%s:%d (%d worker processes)",
+            settings.query_host,
+            settings.query_port,
+            settings.query_processes,
+        )
+        workers.serve(settings)  # returns after SIGTERM/SIGINT once the workers have stopped
+        return
     config = uvicorn.Config(
         create_app(settings),
         host=settings.query_host,

@@ -165,6 +165,10 @@ class Lake:
         self._tables_lock = threading.Lock()
         self.plans = LRU(4096, "plan")
         self.results = LRU(settings.query_cache_bytes, "result")
+        # Whole responses of deterministic requests by (path, raw query string, snapshot id), served by
+        # services.query.hotpath without FastAPI; the bodies are the same bytes objects as in `results`.
+        self.responses = LRU(settings.query_cache_bytes, "result")
+        self.current_ids: dict[str, int | None] = {}  # table → current snapshot id (set by refresh)
         self.last_refresh_ok: float = 0.0
         self.last_refresh_error: str | None = None
 
@@ -191,8 +195,13 @@ class Lake:
             self.last_refresh_error = f"{type(exc).__name__}: {exc}"
             log.warning("catalog refresh failed: %s", self.last_refresh_error)
             return
+        current = {}
+        for name, table in found.items():
+            snap = table.current_snapshot()
+            current[name] = None if snap is None else snap.snapshot_id
         with self._tables_lock:
             self._tables = found
+            self.current_ids = current
         self.last_refresh_ok = time.monotonic()
         self.last_refresh_error = None
         for name, table in found.items():

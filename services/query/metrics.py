@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 
 from services.common.metrics import LATENCY_BUCKETS
 
@@ -22,3 +24,12 @@ DUCKDB_ERRORS = Counter("k2_query_duckdb_errors_total", "DuckDB errors by kind (
 RATE_LIMITED = Counter("k2_query_rate_limited_total", "Requests refused with 429")
 AUTH_FAILURES = Counter("k2_query_auth_failures_total", "Requests refused with 401/403", ["status"])
 SSE_CLIENTS = Counter("k2_query_sse_events_total", "Candle updates sent to SSE clients")
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics exposes: every worker's metrics summed in multi-process mode, else this process's."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return collected

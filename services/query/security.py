@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader
 
 from services.query import metrics
 from services.query.settings import QuerySettings
+from services.query.shared_buckets import SharedTokenBuckets, shared_buckets_file
 
 API_KEY_HEADER = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="API key (required when K2_QUERY_AUTH_ENABLED is true)"
@@ -57,7 +58,24 @@ class Security:
                 "K2_QUERY_AUTH_ENABLED is true but no key is configured "
                 "(K2_QUERY_API_KEYS or K2_QUERY_API_KEYS_FILE)"
             )
-        self.buckets = TokenBuckets(settings.query_rate_limit_per_s, settings.query_rate_limit_burst)
+        rate, burst = settings.query_rate_limit_per_s, settings.query_rate_limit_burst
+        shared = shared_buckets_file()
+        # Several worker processes (services.query.workers) charge one set of buckets in a shared file.
+        self.buckets: TokenBuckets | SharedTokenBuckets = (
+            TokenBuckets(rate, burst) if shared is None else SharedTokenBuckets(shared, rate, burst)
+        )
+
+    def known_principal(self, client_host: str | None, key: str | None) -> str | None:
+        """The principal of a request whose credentials are acceptable, else None (no metric, no error).
+
+        Used by the cached-response fast path; anything it refuses takes the normal route, which answers
+        401/403 and counts it.
+        """
+        if not self.enabled:
+            return f"addr:{client_host or '?'}"
+        if not key or not any(hmac.compare_digest(key.encode(), k.encode()) for k in self.keys):
+            return None
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def principal(self, request: Request, key: str | None) -> str:
         if not self.enabled:

@@ -44,10 +44,18 @@ class QuerySettings(K2Settings):
         "", description="Origins allowed by CORS, comma-separated (`*` for any); empty disables CORS."
     )
     query_cursor_secret: str = Field(
-        "", description="Secret that signs pagination cursors; empty means a random one per process."
+        "",
+        description="Secret that signs pagination cursors; empty means a random one per start (shared by "
+        "the worker processes).",
     )
     query_duckdb_threads: int = Field(2, description="DuckDB worker threads.")
     query_workers: int = Field(16, description="Threads that run DuckDB queries concurrently.")
+    query_processes: int = Field(
+        2,
+        ge=1,
+        description="HTTP worker processes sharing the port (one Python process serves on one core); "
+        "response caches are per process, rate-limit buckets and metrics are shared.",
+    )
     query_kafka_timeout_s: float = Field(
         10.0, description="How long an SSE request waits for the broker before answering 503."
     )

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.query_data import DAY0_US, candles_of, make_trades, revised
 from services.common.catalog import open_catalog
 from services.common.schemas import Candle, Trade
 from services.lakewriter.writer import append_trades, ensure_tables, upsert_candles
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.query.data import DAY0_US, candles_of, make_trades, revised
 
 TIMEFRAMES_WRITTEN = ("1m", "5m", "15m", "30m", "1h", "1d")
 

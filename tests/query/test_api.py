@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
+from bench.query_data import DAY0_US, DAY_US
 from services.common.decimals import add, divide, to_text
 from services.common.schemas import trade_order_key
-from tests.query.data import DAY0_US, DAY_US
 from tests.query.expected import candle_json, candle_sort_key, iso_us, trade_json, trade_sort_key
 
 START, END = "2024-03-01T00:00:00Z", "2024-03-03T00:00:00Z"

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.query_data import DAY0_US, make_trades
 from services.common.catalog import open_catalog
 from services.common.tables import NAMESPACE, gold_table
 from services.lakewriter.convert import candle_row, to_arrow
@@ -16,7 +17,6 @@ from services.query.app import create_app
 from services.query.settings import QuerySettings
 from tests.kafka_helpers import wait_for
 from tests.query.conftest import build_lake, settings_for
-from tests.query.data import DAY0_US, make_trades
 from tests.query.expected import candle_json, trade_json, trade_sort_key
 
 START, END = "2024-03-01T00:00:00Z", "2024-03-04T00:00:00Z"

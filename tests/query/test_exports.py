@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from tests.query.data import DAY0_US
+from bench.query_data import DAY0_US
 from tests.query.expected import candle_json, candle_sort_key, iso_us, trade_json, trade_sort_key
 
 START, END = "2024-03-01T00:00:00Z", "2024-03-03T00:00:00Z"

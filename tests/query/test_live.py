@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import httpx
 
+from bench.query_data import candles_of, make_trades
 from services.common.schemas import Candle
 from services.common.topics import OHLCV_LIVE
 from services.query.app import create_app
 from tests.kafka_helpers import produce
 from tests.query.conftest import settings_for
-from tests.query.data import candles_of, make_trades
 from tests.query.server import ApiServer
 
 

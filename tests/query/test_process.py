@@ -1,4 +1,8 @@
-"""`python -m services.query` runs as a real process: ready over the lake, /metrics served, clean SIGTERM."""
+"""`python -m services.query` runs as a real process: ready over the lake, /metrics served, clean SIGTERM.
+
+It runs with two worker processes (the default K2_QUERY_PROCESSES): every request below opens a new
+connection, so requests land on either worker; cursors, rate limits and metrics must still be one.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +21,40 @@ def test_service_process_serves_and_stops_cleanly(known_lake, tmp_path):
         "PYTHONUNBUFFERED": "1",
         "K2_QUERY_AUTH_ENABLED": "true",
         "K2_QUERY_API_KEYS": "ops-key",
+        "K2_QUERY_PROCESSES": "2",
+        "K2_QUERY_RATE_LIMIT_PER_S": "0.01",
+        "K2_QUERY_RATE_LIMIT_BURST": "12",
     }
+    key = {"X-API-Key": "ops-key"}
     service = ServiceProcess("services.query", env=env, log_dir=tmp_path, name="query")
     with service:
         service.wait_http(f"{base}/metrics")
         assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
         assert httpx.get(f"{base}/v1/symbols", timeout=10).status_code == 401
-        symbols = httpx.get(f"{base}/v1/symbols", headers={"X-API-Key": "ops-key"}, timeout=30)
+        symbols = httpx.get(f"{base}/v1/symbols", headers=key, timeout=30)
         assert symbols.status_code == 200 and symbols.json()["count"] == 4
-        assert 'k2_query_requests_total{route="/v1/symbols",status="401"}' in scrape(f"{base}/metrics")
+        spent = 1
+        # A cursor made by one worker is accepted by the other (one signing secret).
+        params = {"start": "2024-03-01", "end": "2024-03-03", "limit": 500}
+        rows, cursor = 0, None
+        while True:
+            page = httpx.get(
+                f"{base}/v1/trades",
+                params={**params, "cursor": cursor} if cursor else params,
+                headers=key,
+                timeout=30,
+            )
+            spent += 1
+            assert page.status_code == 200, page.text
+            rows += page.json()["count"]
+            cursor = page.json()["next_cursor"]
+            if cursor is None:
+                break
+        assert rows == len(known_lake.trades)
+        # One bucket per key across both workers: exactly the rest of the burst passes.
+        statuses = [httpx.get(f"{base}/v1/exchanges", headers=key, timeout=30).status_code for _ in range(16)]
+        assert statuses == [200] * (12 - spent) + [429] * (4 + spent)
+        metrics = scrape(f"{base}/metrics")  # summed over the workers
+        assert 'k2_query_requests_total{route="/v1/symbols",status="401"} 1.0' in metrics
+        assert f'k2_query_requests_total{{route="/v1/exchanges",status="429"}} {4.0 + spent}' in metrics
         assert service.stop() == 0

@@ -1,4 +1,4 @@
-"""Known data for the query tests and benchmark: deterministic trades and the candles they make.
+"""Known data for the query tests and benchmark (bench.query): deterministic trades and their candles.
 
 Candles are computed here in plain Python (the contract of services/common: open/close by
 trade_order_key, vwap = quote_volume / volume half-even to 18 places), so every endpoint's

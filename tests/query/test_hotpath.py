@@ -1,0 +1,118 @@
+"""The cached-response fast path: same answers as the route, never stale, and auth/rate limits/CORS kept."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from bench.query_data import DAY0_US, make_trades
+from services.common.catalog import open_catalog
+from services.lakewriter.writer import append_trades
+from services.query.app import create_app
+from services.query.lake import LRU
+from services.query.settings import QuerySettings
+from services.query.shared_buckets import SharedTokenBuckets
+from tests.kafka_helpers import wait_for
+from tests.query.conftest import build_lake, settings_for
+
+DAY = {"exchange": "binance", "symbol": "BTC/USDT", "start": "2024-03-01", "end": "2024-03-02"}
+
+
+def _result_misses(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('k2_query_cache_misses_total{cache="result"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_repeated_read_is_served_without_the_route_and_is_identical(client):
+    first = client.get("/v1/ohlcv/1m", params=DAY)
+    assert first.status_code == 200 and first.json()["count"] > 0
+    lake = client.app.state.lake
+    lake.results = LRU(lake.results.max_size, "result")  # forget the route's cache: a route call would miss
+    misses = _result_misses(client)
+    again = client.get("/v1/ohlcv/1m", params=DAY)
+    assert again.content == first.content
+    assert (
+        again.headers["x-k2-snapshot-id"]
+        == first.headers["x-k2-snapshot-id"]
+        == str(first.json()["snapshot_id"])
+    )
+    assert again.headers["content-type"] == "application/json"
+    assert _result_misses(client) == misses  # answered by the fast path, not by DuckDB
+    metrics = client.get("/metrics").text
+    assert 'k2_query_requests_total{route="/v1/ohlcv/{timeframe}",status="200"}' in metrics
+
+
+def test_only_deterministic_reads_enter_the_fast_path(client):
+    client.get("/v1/trades", params={"exchange": "binance", "start": "2024-03-01"})  # no end: "now" moves
+    client.get("/v1/trades", params={**DAY, "as_of": "2024-03-05T00:00:00Z"})
+    page = client.get("/v1/trades", params={**DAY, "limit": 5}).json()
+    assert (
+        client.get("/v1/trades", params={**DAY, "limit": 5, "cursor": page["next_cursor"]}).status_code == 200
+    )
+    stored = [key[1] for key in client.app.state.lake.responses._data if key[0] == "/v1/trades"]
+    assert any(b"limit=5" in query for query in stored)
+    assert all(b"end=" in query and b"as_of" not in query and b"cursor" not in query for query in stored)
+
+
+async def test_the_fast_path_never_serves_an_old_snapshot(tmp_path):
+    lake = build_lake(tmp_path, per_market=40)
+    catalog = open_catalog(QuerySettings(data_dir=lake.data_dir))
+    params = {"start": "2024-03-01T00:00:00Z", "end": "2024-03-04T00:00:00Z", "limit": 10_000}
+    with TestClient(create_app(settings_for(lake.data_dir, query_refresh_s=0.05))) as client:
+        first = client.get("/v1/trades", params=params).json()
+        assert client.get("/v1/trades", params=params).json() == first  # a fast-path hit
+        extra = make_trades(
+            7, start_us=DAY0_US + 3600_000_000, span_us=3600_000_000, seed=5, id_base=8_000_000
+        )
+        new_snapshot = append_trades(catalog, extra).snapshot_id
+        the_lake = client.app.state.lake
+        await wait_for(lambda: the_lake.current_ids.get("silver_trades") == new_snapshot, timeout=30)
+        fresh = client.get("/v1/trades", params=params).json()
+        assert fresh["snapshot_id"] == new_snapshot != first["snapshot_id"]
+        assert fresh["count"] == first["count"] + len(extra)
+
+
+def test_cached_answers_keep_auth_rate_limits_and_cors(known_lake):
+    settings = settings_for(
+        known_lake.data_dir,
+        query_auth_enabled=True,
+        query_api_keys="alpha,beta",
+        query_rate_limit_per_s=0.01,
+        query_rate_limit_burst=3,
+        query_cors_origins="https://dash.example",
+    )
+    with TestClient(create_app(settings)) as secured:
+        alpha = {"X-API-Key": "alpha", "Origin": "https://dash.example"}
+        assert secured.get("/v1/ohlcv/1h", params=DAY, headers=alpha).status_code == 200  # stored
+        assert secured.get("/v1/ohlcv/1h", params=DAY).status_code == 401
+        assert secured.get("/v1/ohlcv/1h", params=DAY, headers={"X-API-Key": "wrong"}).status_code == 403
+        cached = secured.get("/v1/ohlcv/1h", params=DAY, headers=alpha)
+        assert cached.status_code == 200
+        assert cached.headers["access-control-allow-origin"] == "https://dash.example"
+        assert secured.get("/v1/ohlcv/1h", params=DAY, headers=alpha).status_code == 200  # 3rd token
+        refused = secured.get("/v1/ohlcv/1h", params=DAY, headers=alpha)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert secured.get("/v1/ohlcv/1h", params=DAY, headers={"X-API-Key": "beta"}).status_code == 200
+
+
+def test_shared_buckets_are_one_limit_for_every_process(tmp_path):
+    path = tmp_path / "buckets"
+    # Two independent mappings of one file, as two worker processes have.
+    first, second = SharedTokenBuckets(path, 0.01, 4), SharedTokenBuckets(path, 0.01, 4)
+    waits = [(first if i % 2 else second).take("key:a") for i in range(6)]
+    assert waits[:4] == [0.0] * 4 and all(w > 1 for w in waits[4:])
+    assert first.take("key:b") == 0.0  # another principal has its own bucket
+    unlimited = SharedTokenBuckets(tmp_path / "other", 0.0, 1)
+    assert all(unlimited.take("key:a") == 0.0 for _ in range(10))
+    for buckets in (first, second, unlimited):
+        buckets.close()
+
+
+def test_shared_buckets_evict_the_longest_idle_when_full(tmp_path):
+    buckets = SharedTokenBuckets(tmp_path / "buckets", 0.01, 1, slots=4, probes=4)
+    for i in range(4):
+        assert buckets.take(f"p{i}") == 0.0
+    assert buckets.take("p0") > 0  # still remembered: its bucket is empty
+    assert buckets.take("p-new") == 0.0  # a fifth principal takes the longest-idle slot
+    buckets.close()
