@@ -16,11 +16,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 
 from services.common.raw import KIND_FRAME, RawHeaders
 from services.common.schemas import Candle, DeadLetter, SchemaError, Trade
+from services.common.tables import SILVER_TRADES, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +170,89 @@ def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=False)
 
 
+SILVER_ARROW = arrow_schema(TABLES[SILVER_TRADES].schema)
+
+
+def _json_type(type_: pa.DataType) -> pa.DataType:
+    """How a silver column is spelled in Trade JSON: decimals as text, timestamps as µs integers."""
+    if pa.types.is_decimal(type_):
+        return pa.string()
+    if pa.types.is_timestamp(type_):
+        return pa.int64()
+    return type_
+
+
+# Each value is parsed as {"v": <value>}: a value that is not exactly one JSON object (empty, two objects,
+# trailing text, an array, a bare string) makes the parse fail instead of adding or shifting rows.
+_TRADES_JSON = pj.ParseOptions(
+    explicit_schema=pa.schema(
+        [pa.field("v", pa.struct([pa.field(f.name, _json_type(f.type)) for f in SILVER_ARROW]))]
+    ),
+    unexpected_field_behavior="ignore",
+)
+
+
+def trades_table(values: Sequence[bytes | None]) -> pa.Table | None:
+    """Many Trade JSON values (one fetch of one partition) → one Arrow table shaped like silver_trades.
+
+    The hot path of silver: Arrow's JSON reader parses the whole block in C++ (no Python object per
+    record or field) with an explicit schema, so its checks are those of the per-record path
+    (`trade_row_from_json` + `to_arrow`): every field present and not null (JSON types are strict:
+    a number where a string is expected, a float or a string for an integer, an int32 overflow all
+    fail), decimals as JSON strings of plain decimal text that fits decimal(38,18), cast exactly by
+    Arrow (never through float). Returns None when ANY value does not pass: the caller then decides
+    record by record, where bad records are rejected and counted. Extra fields are ignored, as in
+    the per-record path.
+    """
+    if not values:
+        return None
+    try:
+        body = b'}\n{"v":'.join(values)  # type: ignore[arg-type]
+    except TypeError:  # a null value (tombstone)
+        return None
+    if body.count(b"\n") != len(values) - 1:  # a value holding a newline: parse it on its own
+        return None
+    buffer = b'{"v":' + body + b"}"
+    try:
+        parsed = pj.read_json(
+            pa.py_buffer(buffer),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(buffer) + 1),
+            parse_options=_TRADES_JSON,
+        )
+    except (pa.ArrowException, ValueError):  # ValueError: also invalid UTF-8
+        return None
+    if parsed.num_rows != len(values):
+        return None
+    struct = parsed.column(0).combine_chunks()
+    if struct.null_count:
+        return None
+    columns = []
+    for field, column in zip(SILVER_ARROW, struct.flatten(), strict=True):
+        if column.null_count:
+            return None
+        if pa.types.is_decimal(field.type):
+            if not pc.all(pc.match_substring_regex(column, _DECIMAL_TEXT)).as_py():
+                return None  # exponents, '+1', '.5', > 18 decimals ...: Decimal() judges each value
+            column = column.cast(field.type)
+        elif column.type != field.type:
+            column = column.cast(field.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=SILVER_ARROW)
+
+
+def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
+    """An Arrow table built for the contract's columns, laid out as the table's current schema (which
+    may have gained columns since: those are null)."""
+    if data.schema.equals(target):
+        return data
+    names = set(data.column_names)
+    columns = [
+        data.column(f.name).cast(f.type) if f.name in names else pa.nulls(data.num_rows, f.type)
+        for f in target
+    ]
+    return pa.Table.from_arrays(columns, schema=target)
+
+
 def to_arrow(rows: Sequence[dict[str, Any]], schema: Schema) -> pa.Table:
     """Build an Arrow table with the table's schema; columns the rows lack are null.
 
@@ -244,9 +329,11 @@ def latest_candles(candles: Iterable[Candle]) -> list[Candle]:
 
 
 __all__ = [
+    "SILVER_ARROW",
     "RawRecord",
     "arrow_schema",
     "candle_row",
+    "conform",
     "dead_letter_row",
     "decimal_array",
     "latest_candles",
@@ -255,4 +342,5 @@ __all__ = [
     "to_arrow_lenient",
     "trade_row",
     "trade_row_from_json",
+    "trades_table",
 ]

@@ -6,13 +6,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from services.common.schemas import TIMEFRAMES, Candle, DeadLetter, SchemaError
 from services.common.tables import SILVER_DLQ, SILVER_TRADES, bronze_table, gold_table
 from services.common.topics import OHLCV, RAW_TOPICS, TRADES, TRADES_DLQ
-from services.lakewriter.convert import RawRecord, candle_row, dead_letter_row, raw_row, trade_row_from_json
+from services.lakewriter.convert import (
+    RawRecord,
+    candle_row,
+    dead_letter_row,
+    raw_row,
+    trade_row_from_json,
+    trades_table,
+)
 
 # A decoder returns (table, row) or raises SchemaError/ValueError (the record is rejected).
 Decoder = Callable[[Any], tuple[str, dict[str, Any]]]
+# A block decoder turns the values of many records (one partition, in order) into one Arrow table for
+# the route's single table, or returns None when some value needs the per-record decoder.
+BlockDecoder = Callable[[list[bytes | None]], pa.Table | None]
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,7 @@ class Route:
     tables: tuple[str, ...]
     decode: Decoder
     upsert: bool = False
+    decode_block: BlockDecoder | None = None
 
 
 def _trade(record: Any) -> tuple[str, dict[str, Any]]:
@@ -70,7 +83,7 @@ def routes(selection: str = "raw,trades,dlq,ohlcv") -> dict[str, Route]:
         for exchange, topic in RAW_TOPICS.items():
             result[topic] = Route(topic, (bronze_table(exchange),), _raw(exchange))
     if "trades" in wanted:
-        result[TRADES] = Route(TRADES, (SILVER_TRADES,), _trade)
+        result[TRADES] = Route(TRADES, (SILVER_TRADES,), _trade, decode_block=trades_table)
     if "dlq" in wanted:
         result[TRADES_DLQ] = Route(TRADES_DLQ, (SILVER_DLQ,), _dead)
     if "ohlcv" in wanted:

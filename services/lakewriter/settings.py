@@ -27,6 +27,12 @@ class LakewriterSettings(K2Settings):
     lakewriter_batch_seconds: float = Field(
         5.0, description="Commit a batch at the latest this many seconds after its first record."
     )
+    lakewriter_flush_idle_rows: int = Field(
+        10_000,
+        description="When a poll returns no record (the input paused, or a backlog was just drained), "
+        "commit a batch holding at least this many rows at once instead of waiting for "
+        "batch_seconds; 0 disables this.",
+    )
     lakewriter_idle_commit_seconds: float = Field(
         60.0,
         description="A table that received no rows still records consumed offsets this often "

@@ -44,7 +44,9 @@ from services.common.topics import OHLCV, RAW_TOPICS, TRADES, TRADES_DLQ
 from services.lakewriter import metrics
 from services.lakewriter.convert import (
     RawRecord,
+    arrow_schema,
     candle_row,
+    conform,
     dead_letter_row,
     latest_candles,
     raw_row,
@@ -71,6 +73,8 @@ MISSING = object()
 class Batch:
     """Rows for one table, grouped by the Kafka topic-partition they came from.
 
+    rows are Python dicts (converted, and rejected one by one if not representable, at commit);
+    chunks are Arrow tables already built for the table's contract columns (`convert.trades_table`).
     end: the next offset to consume per topic-partition once this batch is committed (may cover
     partitions without rows: an offsets-only advance). expected: the offsets this writer believes
     the table records now (None for a partition never committed); None disables fencing.
@@ -80,10 +84,13 @@ class Batch:
     rows: dict[TP, list[dict[str, Any]]] = field(default_factory=dict)
     end: dict[TP, int] = field(default_factory=dict)
     expected: dict[TP, int | None] | None = None
+    chunks: dict[TP, list[pa.Table]] = field(default_factory=dict)
 
     @property
     def row_count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
+        return sum(len(rows) for rows in self.rows.values()) + sum(
+            chunk.num_rows for chunks in self.chunks.values() for chunk in chunks
+        )
 
 
 @dataclass
@@ -220,7 +227,7 @@ class LakeWriter:
         started = time.monotonic()
         result = CommitResult(batch.table)
         self.faults.point("before_write")
-        rows, end = dict(batch.rows), dict(batch.end)
+        rows, chunks, end = dict(batch.rows), dict(batch.chunks), dict(batch.end)
         for attempt in range(self.retries):
             result.attempts = attempt + 1
             table = self.table(batch.table)
@@ -229,7 +236,7 @@ class LakeWriter:
                 for tp in list(end):
                     if recorded.get(tp) != batch.expected.get(tp):
                         result.fenced[tp] = recorded.get(tp)
-                        dropped = len(rows.pop(tp, ()))
+                        dropped = len(rows.pop(tp, ())) + sum(c.num_rows for c in chunks.pop(tp, ()))
                         end.pop(tp)
                         metrics.FENCED.labels(batch.table).inc(dropped)
                         log.warning(
@@ -245,7 +252,12 @@ class LakeWriter:
             if not end:
                 break
             try:
-                snapshot = self._write(table, [row for part in rows.values() for row in part], end)
+                snapshot = self._write(
+                    table,
+                    [row for part in rows.values() for row in part],
+                    end,
+                    [chunk for part in chunks.values() for chunk in part],
+                )
             except (CommitFailedException, OperationalError) as exc:
                 metrics.CONFLICTS.labels(batch.table).inc()
                 if attempt + 1 >= self.retries:
@@ -260,7 +272,10 @@ class LakeWriter:
             result.files = int(summary["added-data-files"] or 0) if summary is not None else 0
             result.bytes = int(summary["added-files-size"] or 0) if summary is not None else 0
             result.offsets = end
-            metrics.ROWS.labels(batch.table).inc(sum(len(part) for part in rows.values()))
+            metrics.ROWS.labels(batch.table).inc(
+                sum(len(part) for part in rows.values())
+                + sum(chunk.num_rows for part in chunks.values() for chunk in part)
+            )
             metrics.BYTES.labels(batch.table).inc(result.bytes)
             metrics.FILES_PER_COMMIT.labels(batch.table).observe(result.files)
             metrics.SNAPSHOTS.labels(batch.table).set(len(self._tables[batch.table].metadata.snapshots))
@@ -269,9 +284,23 @@ class LakeWriter:
         metrics.COMMIT_SECONDS.labels(batch.table).observe(result.seconds)
         return result
 
-    def _write(self, table: Table, rows: Sequence[dict[str, Any]], end: Mapping[TP, int]) -> Any:
+    def _write(
+        self,
+        table: Table,
+        rows: Sequence[dict[str, Any]],
+        end: Mapping[TP, int],
+        chunks: Sequence[pa.Table] = (),
+    ) -> Any:
         name = table.name()[-1]
-        data = to_arrow_lenient(rows, table.schema(), reject=lambda row, exc: _reject(name, row, exc))
+        parts = []
+        if rows or not chunks:
+            parts.append(
+                to_arrow_lenient(rows, table.schema(), reject=lambda row, exc: _reject(name, row, exc))
+            )
+        if chunks:
+            target = arrow_schema(table.schema())
+            parts.extend(conform(chunk, target) for chunk in chunks)
+        data = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
         props = summary_properties(end, self.writer_id)
         tx = table.transaction()
         if name in UPSERT_TABLES and data.num_rows:

@@ -1,7 +1,9 @@
-"""Silver equals the trades produced: count and content, exact decimals; aborted transactions stay out."""
+"""Silver equals the trades produced: count and content, exact decimals; aborted transactions stay out;
+records that are not valid trades are rejected and counted, the good ones around them all land."""
 
 from __future__ import annotations
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.common.catalog import open_catalog
@@ -19,11 +21,41 @@ from tests.lakewriter.helpers import (
     trade_tuple,
     writer_process,
 )
+from tests.processes import scrape
+
+
+def bad_records(key: bytes, good: bytes) -> list[tuple[bytes, bytes, None]]:
+    """Records on the trades topic that must not reach silver (same key: the same partition as good ones)."""
+
+    def edited(**changes: object) -> bytes:
+        data = orjson.loads(good)
+        data.update(changes)
+        data["trade_id"] = "bad-" + "-".join(changes)
+        return orjson.dumps(data)
+
+    values = [
+        b"not json",
+        edited(price="1.0000000000000000001"),  # 19 fractional digits: never rounded, rejected
+        edited(price=1.5),  # a JSON number: money never goes through float
+        edited(exchange_ts="yesterday"),
+    ]
+    return [(key, value, None) for value in values]
+
+
+def rejected_total(text: str) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("k2_lakewriter_rejected_total{")
+    )
 
 
 async def test_silver_equals_trades_produced(fresh_topics: str, k2_env: dict[str, str]) -> None:
     trades = make_trades(3000, seed=7)
-    await produce(fresh_topics, TRADES, trade_records(trades[:2000]))
+    await produce(fresh_topics, TRADES, trade_records(trades[:1000]))
+    bad = bad_records(trades[0].key.encode(), trades[0].encode())
+    await produce(fresh_topics, TRADES, bad)
+    await produce(fresh_topics, TRADES, trade_records(trades[1000:2000]))
     # An aborted transaction in the middle: read_committed must never let it into silver.
     producer = AIOKafkaProducer(bootstrap_servers=fresh_topics, transactional_id="lw-test-abort")
     await producer.start()
@@ -46,6 +78,7 @@ async def test_silver_equals_trades_produced(fresh_topics: str, k2_env: dict[str
             timeout=90,
             message=f"silver to hold {len(trades)} rows",
         )
+        assert rejected_total(scrape(proc.metrics_url)) == len(bad)
     got = [trade_tuple(r) for r in rows(catalog, SILVER_TRADES)]
     assert len(got) == len(trades)
     assert sorted(got) == sorted(expected_tuple(t) for t in trades)
