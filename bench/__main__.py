@@ -186,7 +186,7 @@ def time_k2_ohlcv(platform: Platform, total: float, timeout: float) -> dict[str,
     """A fresh K2 ohlcv worker (own app id = consumer group) over market.crypto.trades from the start."""
     role = platform.add_role(
         "ohlcv#replay",
-        env={"K2_OHLCV_APP_ID": f"bench-ohlcv-{int(time.time())}", "K2_OHLCV_WORKER_NAME": "bench-replay"},
+        env={"K2_OHLCV_APP_ID": f"bench-ohlcv-{int(time.time())}"},
     )
     role.proc.wait_http(role.metrics_url, 120)
     started = time.time()

@@ -264,8 +264,7 @@ async def _consume_latency(bootstrap: str, stop_at: float, expected: int) -> lis
     return lat
 
 
-async def _live(bootstrap: str, rate: int, seconds: float) -> tuple[list[float], int]:
-    maker = FrameMaker()
+async def _live(bootstrap: str, rate: int, seconds: float, maker: FrameMaker) -> tuple[list[float], int]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     expected = 0
@@ -320,8 +319,11 @@ def latency(broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batc
     try:
         proc.wait_http(url)
         # warm-up: wait until the worker owns its partitions and publishes
-        asyncio.run(_warmup(broker.bootstrap, url))
-        lat, sent = asyncio.run(_live(broker.bootstrap, rate, seconds))
+        maker = FrameMaker()
+        maker.ids = {k: 10**8 for k in BINANCE + KRAKEN + COINBASE}  # above the throughput run's ids
+        asyncio.run(_warmup(broker.bootstrap, url, maker))
+        # the live run continues the warm-up's trade ids: lower ids would be dropped as duplicates
+        lat, sent = asyncio.run(_live(broker.bootstrap, rate, seconds, maker))
         metrics = parse_metrics(scrape(url))
         peak = (proc_rss(proc.pid) or (0, 0))[1] if proc.pid else 0
         stats = summarize(lat)
@@ -341,9 +343,7 @@ def latency(broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batc
         proc.stop()
 
 
-async def _warmup(bootstrap: str, url: str) -> None:
-    maker = FrameMaker()
-    maker.ids = {k: 10**8 for k in BINANCE + KRAKEN + COINBASE}
+async def _warmup(bootstrap: str, url: str, maker: FrameMaker) -> None:
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         await _produce(bootstrap, maker.round(time.time_ns() // 1000), None)

@@ -111,8 +111,6 @@ class Platform:
             env.update(
                 {"K2_FEED_SOURCE": "simulator", "K2_FEED_SIMULATOR_URL": f"ws://127.0.0.1:{self.sim_port}"}
             )
-        elif name == "ohlcv":
-            env["K2_OHLCV_WORKER_NAME"] = "ohlcv-0"
         elif name == "lakewriter":
             env["K2_LAKEWRITER_INSTANCE_ID"] = "lakewriter-0"
             env["K2_LAKEWRITER_MAINTAIN_INTERVAL_SECONDS"] = "0"

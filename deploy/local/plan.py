@@ -44,7 +44,6 @@ class Proc:
 # Per-replica identity: a restarted replica comes back under the same name (static membership, its state).
 REPLICA_ENV = {
     "lakewriter": lambda r: {"K2_LAKEWRITER_INSTANCE_ID": f"lakewriter-{r}"},
-    "ohlcv": lambda r: {"K2_OHLCV_WORKER_NAME": f"ohlcv-{r}"},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 
 def setup_logging(level: str = "INFO", service: str = "k2") -> None:
@@ -11,6 +12,8 @@ def setup_logging(level: str = "INFO", service: str = "k2") -> None:
         format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
         force=True,
     )
-    # aiokafka and Faust are chatty at INFO about every rebalance step.
+    # aiokafka is chatty at INFO about every rebalance step (K2_LOG_KAFKA=1 keeps it).
+    if os.environ.get("K2_LOG_KAFKA") == "1":
+        return
     for noisy in ("aiokafka", "kafka", "faust.transport", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -40,6 +40,7 @@ from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
 from services.common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+_TRACE = bool(__import__("os").environ.get("K2_STREAM_TRACE"))
 
 Output = tuple[str, bytes | None, bytes | None, int | None]
 """One record to publish: topic, key, value (None = tombstone), partition (None = by key)."""
@@ -133,6 +134,8 @@ class StreamApp:
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 10),
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # a read_committed fetch may park on the broker until this long: the next stage's latency
+            fetch_max_wait_ms=50,
         )
         self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
         await self.consumer.start()
@@ -148,8 +151,17 @@ class StreamApp:
                     timeout_ms=self.config.poll_ms, max_records=self.config.batch_max
                 )
                 if batch:
+                    t0 = time.perf_counter()
                     async with self._lock:
+                        t1 = time.perf_counter()
                         await self._process(batch, epoch)
+                    if _TRACE:
+                        log.warning(
+                            "batch %s lock %.1fms process+commit %.1fms",
+                            {f"{tp.topic[-10:]}{tp.partition}": len(r) for tp, r in batch.items()},
+                            (t1 - t0) * 1000,
+                            (time.perf_counter() - t1) * 1000,
+                        )
         finally:
             if ticker is not None:
                 ticker.cancel()

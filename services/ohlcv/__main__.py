@@ -1,27 +1,35 @@
-"""`python -m services.ohlcv`: run one OHLCV worker (SIGTERM = clean stop)."""
+"""`python -m services.ohlcv`: run one OHLCV worker (run N of them to scale; SIGTERM = clean stop)."""
 
 from __future__ import annotations
 
-import logging
-
-from faust.worker import Worker
+import asyncio
 
 from services.common.logs import setup_logging
 from services.common.metrics import UP, serve_metrics
-from services.ohlcv.app import create_app
+from services.common.stream import run_until_signalled
+from services.ohlcv.app import LivePublisher, create_app, report_gauges, tick_seconds
 from services.ohlcv.settings import OhlcvSettings
 
 
-def main() -> None:
+async def main() -> None:
     settings = OhlcvSettings()
     setup_logging(settings.log_level, "ohlcv")
     serve_metrics("ohlcv", settings.metrics_port, settings.metrics_host)
-    app, _runtime = create_app(settings)
+    app = create_app(settings)
+    live = LivePublisher(app, settings.kafka_bootstrap, f"{settings.ohlcv_app_id}-live")
     UP.labels("ohlcv").set(1)
-    worker = Worker(app, loglevel=settings.log_level.lower(), override_logging=False)
-    logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLogger().level))
-    worker.execute_from_commandline()
+    tasks = [
+        asyncio.ensure_future(live.run(tick_seconds(settings))),
+        asyncio.ensure_future(report_gauges(app)),
+    ]
+    try:
+        await run_until_signalled(app)
+    finally:
+        await live.publish()  # the last applied trades' updates
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

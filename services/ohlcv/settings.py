@@ -8,10 +8,11 @@ from services.common.settings import K2Settings
 
 
 class OhlcvSettings(K2Settings):
-    """Candle builder: Faust app id, event-time grace, idle timeout, live throttle, correction horizon."""
+    """Candle builder: group id, event-time grace, idle timeout, live throttle, correction horizon."""
 
     ohlcv_app_id: str = Field(
-        "k2-ohlcv", description="Faust app id: the consumer group and the prefix of its changelog topics."
+        "k2-ohlcv",
+        description="Kafka consumer group; prefix of the transactional ids and of the state changelog topic.",
     )
     ohlcv_grace_seconds: float = Field(
         10.0, ge=0, description="Watermark = highest exchange_ts seen in a partition minus this grace."
@@ -32,16 +33,16 @@ class OhlcvSettings(K2Settings):
     )
     ohlcv_batch_max: int = Field(2000, gt=0, description="Most trades processed as one batch.")
     ohlcv_batch_within_ms: int = Field(
-        20, gt=0, description="Longest wait to fill a batch before processing what has arrived."
+        20, gt=0, description="Longest wait for trades when none are buffered (a batch is what has arrived)."
     )
-    ohlcv_commit_interval_seconds: float = Field(
-        1.0, gt=0, description="How often consumed offsets are committed (after state is flushed)."
+    ohlcv_transaction_timeout_ms: int = Field(
+        15_000,
+        ge=1000,
+        description="Kafka transaction timeout: how long a crashed worker's open transaction can hold back "
+        "read_committed readers of candles.",
     )
     ohlcv_session_timeout_seconds: float = Field(
         10.0,
         gt=0,
         description="Kafka group session timeout: how soon a crashed worker's partitions move to another.",
-    )
-    ohlcv_worker_name: str = Field(
-        "", description="Name of this replica (its Faust data folder); empty means <hostname>-<pid>."
     )

@@ -107,10 +107,8 @@ def worker(
         "PYTHONPATH": str(ROOT),
         "K2_METRICS_PORT": str(port),
         "K2_OHLCV_APP_ID": app_id or f"k2-ohlcv-test-{uuid.uuid4().hex[:6]}",
-        "K2_OHLCV_WORKER_NAME": name,
         "K2_OHLCV_GRACE_SECONDS": "2",
         "K2_OHLCV_IDLE_TIMEOUT_SECONDS": "1",
-        "K2_OHLCV_COMMIT_INTERVAL_SECONDS": "0.5",
     }
     env.update({f"K2_OHLCV_{key.upper()}": value for key, value in settings.items()})
     return ServiceProcess("services.ohlcv", env=env, name=name), f"http://127.0.0.1:{port}/metrics"

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-import pytest
-
 from services.common.schemas import TIMEFRAMES, Candle, Trade
 from tests.kafka_helpers import wait_for
 from tests.ohlcv.helpers import (
@@ -162,14 +160,6 @@ async def test_replay_of_last_week_at_full_speed(fresh_topics: str, k2_env: dict
         assert metric_value(scrape(url), "k2_ohlcv_trades_in_total") == len(trades)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (issue 5, open): faust-streaming 0.15.3 can skip a fetched record and still ack it; "
-    "after kill -9 + restart one trade is then missing from its candles in some runs (offset 310 decoded "
-    "from the broker's data). A re-read fix broke on aborted-transaction holes and was reverted. The cure "
-    "is batched aiokafka reads with offsets owned by the service. This test keeps running every CI "
-    "and shows the bug when it hits.",
-)
 async def test_kill_9_mid_window_and_restart(fresh_topics: str, k2_env: dict[str, str]) -> None:
     bootstrap = fresh_topics
     rng = random.Random(11)
