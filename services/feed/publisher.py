@@ -8,6 +8,13 @@ hole (a re-sent record may duplicate one that was in fact written; readers see t
 connection id and seq twice and downstream de-duplicates on the natural key).
 When the buffer holds `max_buffer` records, `publish` waits: the connector stops reading its
 socket (backpressure) instead of dropping anything.
+
+Latency: aiokafka keeps one produce request in flight per broker. The batch handed to it for a
+partition stays open until its sender takes it, and new records are appended to that batch
+right away (no hop through the publisher task), so a record waits at most for the request in
+flight and then its own: everything that arrived meanwhile goes in one request. The producer
+runs with linger 0 (PRODUCER_DEFAULTS otherwise): an open batch is sent as soon as the broker
+connection is free, never held back for more records.
 """
 
 from __future__ import annotations
@@ -24,6 +31,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from services.common.kafka import PRODUCER_DEFAULTS
+from services.common.raw import (
+    HEADER_CONNECTION_ID,
+    HEADER_KIND,
+    HEADER_RECEIVED_AT,
+    HEADER_SEQ,
+    KIND_FRAME,
+    KIND_MARKER,
+)
 from services.common.topics import RAW_TOPICS
 from services.feed import metrics
 from services.feed.records import RawRecord
@@ -33,6 +48,10 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 20_000  # records handed to aiokafka and not yet acknowledged
 # The raw topics take messages up to 2 MiB (max.message.bytes); a larger record could never be written.
 MAX_RECORD_BYTES = 2 * 1024 * 1024 - 64 * 1024
+# Records are batched by the publisher itself (see above): aiokafka must not wait for more.
+PRODUCER_CONFIG: dict[str, object] = {**PRODUCER_DEFAULTS, "linger_ms": 0}
+
+TopicPartition = tuple[str, int]
 
 
 class KafkaPublisher:
@@ -59,7 +78,10 @@ class KafkaPublisher:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._latency: dict = {}  # exchange → histogram child
-        self._partitions: dict[tuple[str, str], tuple[str, int]] = {}
+        self._partitions: dict[tuple[str, str], TopicPartition] = {}
+        # Per partition: the batch last handed to aiokafka and its future; appended to while open.
+        self._open: dict[TopicPartition, tuple[BatchBuilder, asyncio.Future]] = {}
+        self._key_bytes: dict[str, bytes] = {}  # connection id → its UTF-8 bytes (key and header)
 
     @property
     def depth(self) -> int:
@@ -77,9 +99,37 @@ class KafkaPublisher:
             while self.depth >= self.max_buffer:
                 self._space.clear()
                 await self._space.wait()
-        self._pending.append(record)
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        # Straight into its partition's open batch when nothing waits ahead of it (order).
+        if self._pending or not self._append_open(record):
+            self._pending.append(record)
+            if not self._wakeup.is_set():
+                self._wakeup.set()
+
+    def _append_open(self, record: RawRecord) -> bool:
+        """Append to the open batch of the record's partition; False when there is none (or it is full)."""
+        tp = self._partitions.get((record.exchange, record.connection_id))
+        if tp is None:
+            return False
+        entry = self._open.get(tp)
+        if entry is None or len(self._inflight) >= MAX_IN_FLIGHT or len(record.value) > MAX_RECORD_BYTES:
+            return False
+        key = self._key(record.connection_id)
+        if (
+            entry[0].append(timestamp=None, key=key, value=record.value, headers=_headers(record, key))
+            is None
+        ):
+            del self._open[tp]  # taken by the sender (closed) or full
+            return False
+        self._inflight.append((record, entry[1]))
+        return True
+
+    def _key(self, connection_id: str) -> bytes:
+        key = self._key_bytes.get(connection_id)
+        if key is None:
+            if len(self._key_bytes) > 10_000:  # connection ids change on every reconnect
+                self._key_bytes.clear()
+            key = self._key_bytes[connection_id] = connection_id.encode()
+        return key
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until every queued record is acknowledged; False on timeout."""
@@ -113,7 +163,7 @@ class KafkaPublisher:
                 if self._producer is None:
                     producer = AIOKafkaProducer(
                         bootstrap_servers=self.bootstrap,
-                        **PRODUCER_DEFAULTS,
+                        **PRODUCER_CONFIG,
                         request_timeout_ms=self.produce_timeout_ms,
                     )
                     try:
@@ -171,60 +221,47 @@ class KafkaPublisher:
                 await self._wakeup.wait()
 
     async def _send_batches(self, producer: AIOKafkaProducer) -> None:
-        """Everything pending (up to the in-flight bound), one closed batch per partition, in order.
+        """Hand pending records (up to the in-flight bound) to aiokafka, in order.
 
-        Our own batching: records that arrived while the previous batch was on its way go out
-        together, and a lone record goes out at once (closed batches do not wait for linger).
+        A record joins its partition's open batch when there is one; otherwise it starts a new
+        batch, handed over at once (it goes out as soon as the broker connection is free) and
+        left open for the records after it. A record leaves `pending` only once it is in a
+        batch aiokafka has accepted, so a failure here loses nothing.
         """
-        pending, partitions = self._pending, self._partitions
-        take = min(len(pending), MAX_IN_FLIGHT - len(self._inflight))
-        batches: dict[tuple[str, int], tuple[BatchBuilder, list[RawRecord]]] = {}
-        try:
-            for _ in range(take):
-                record = pending.popleft()
-                if len(record.value) > MAX_RECORD_BYTES:
-                    self._too_large(record)
-                    continue
-                try:
-                    tp = partitions.get((record.exchange, record.connection_id))
-                    if tp is None:
-                        tp = await self._partition(producer, record)
-                    entry = batches.get(tp)
-                    if entry is None:
-                        entry = batches[tp] = (producer.create_batch(), [])
-                    key, value, headers = record.key, record.value, record.headers()
-                    if entry[0].append(timestamp=None, key=key, value=value, headers=headers) is None:
-                        await self._submit(producer, tp, entry)  # full: send it, start the next one
-                        entry = batches[tp] = (producer.create_batch(), [])
-                        entry[0].append(timestamp=None, key=key, value=value, headers=headers)
-                except BaseException:
-                    pending.appendleft(record)
-                    raise
-                entry[1].append(record)
-            for tp, entry in batches.items():
-                await self._submit(producer, tp, entry)
-        except BaseException:
-            # Records not handed to Kafka go back in front of the queue, in order per partition (so per
-            # key); the caller re-queues the in-flight ones before them.
-            pending.extendleft(reversed([r for _, records in batches.values() for r in records]))
-            raise
+        pending, partitions, inflight = self._pending, self._partitions, self._inflight
+        while pending and len(inflight) < MAX_IN_FLIGHT:
+            record = pending[0]
+            if len(record.value) > MAX_RECORD_BYTES:
+                pending.popleft()
+                self._too_large(record)
+                continue
+            tp = partitions.get((record.exchange, record.connection_id))
+            if tp is None:
+                tp = await self._partition(producer, record)
+                if not pending or pending[0] is not record:
+                    continue  # re-queued meanwhile: start over from the head
+            entry = self._open.get(tp)
+            key = self._key(record.connection_id)
+            headers = _headers(record, key)
+            if (
+                entry is not None
+                and entry[0].append(timestamp=None, key=key, value=record.value, headers=headers) is not None
+            ):
+                pending.popleft()
+                inflight.append((record, entry[1]))
+                continue
+            builder = producer.create_batch()
+            builder.__class__ = _SealOnDrain  # same object, one method more (see the class)
+            builder.append(timestamp=None, key=key, value=record.value, headers=headers)
+            # Waits only while an earlier, full batch of this partition is not yet taken by the sender.
+            future = await producer.send_batch(builder, tp[0], partition=tp[1])
+            future.add_done_callback(self._on_done)
+            self._open[tp] = (builder, future)
+            if pending and pending[0] is record:
+                pending.popleft()
+            inflight.append((record, future))
 
-    async def _submit(
-        self,
-        producer: AIOKafkaProducer,
-        tp: tuple[str, int],
-        entry: tuple[BatchBuilder, list[RawRecord]],
-    ) -> None:
-        builder, records = entry
-        if not records:
-            return
-        builder.close()
-        future = await producer.send_batch(builder, tp[0], partition=tp[1])
-        future.add_done_callback(self._on_done)
-        self._inflight.extend((record, future) for record in records)
-        records.clear()
-
-    async def _partition(self, producer: AIOKafkaProducer, record: RawRecord) -> tuple[str, int]:
+    async def _partition(self, producer: AIOKafkaProducer, record: RawRecord) -> TopicPartition:
         """The partition producer.send() would pick for the key (murmur2), cached per key."""
         cache_key = (record.exchange, record.connection_id)
         tp = self._partitions.get(cache_key)
@@ -266,7 +303,37 @@ class KafkaPublisher:
 
     async def _close_producer(self) -> None:
         self._partitions.clear()
+        self._open.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception, asyncio.TimeoutError):
                 await asyncio.wait_for(producer.stop(), 5.0)
+
+
+class _SealOnDrain(BatchBuilder):
+    """A batch that takes appends after it was handed to aiokafka, until the sender takes it.
+
+    When aiokafka's sender takes a batch (MessageAccumulator._pop_batch) it fixes the batch's
+    idempotence sequence range from record_count() and builds the bytes only later, in the
+    request task: a record appended in between would fall outside that range and the broker
+    would answer OutOfOrderSequenceNumber. Closing the builder on that very call makes later
+    appends return None, so the next record starts a new batch. (Closing early, should aiokafka
+    ever ask sooner, only makes batches smaller.)
+    """
+
+    def record_count(self) -> int:
+        self.close()
+        return super().record_count()
+
+
+def _headers(record: RawRecord, key: bytes) -> list[tuple[str, bytes]]:
+    """record.headers() with the connection id's bytes reused (this runs once per frame)."""
+    return [
+        (HEADER_RECEIVED_AT, b"%d" % record.received_at_ns),
+        (HEADER_CONNECTION_ID, key),
+        (HEADER_SEQ, b"%d" % record.seq),
+        (HEADER_KIND, _KIND_BYTES.get(record.kind) or record.kind.encode()),
+    ]
+
+
+_KIND_BYTES = {KIND_FRAME: KIND_FRAME.encode(), KIND_MARKER: KIND_MARKER.encode()}
