@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import duckdb
 import orjson
+import pyarrow as pa
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -25,7 +26,7 @@ from services.common.decimals import divide, to_text
 from services.common.instruments import EXCHANGES
 from services.common.schemas import TIMEFRAMES
 from services.common.tables import SILVER_TRADES, TABLES, gold_table
-from services.query import exports, hotpath, live, metrics, sql
+from services.query import exports, hotpath, jsonrows, live, metrics, sql
 from services.query.lake import Lake, Pinned, QueryTimeout, UnknownSnapshot, iso
 from services.query.params import (
     CursorCodec,
@@ -122,9 +123,16 @@ async def _cached_json(
     return Response(body, media_type="application/json", headers=headers)
 
 
-def _page_body(snapshot_id: int | None, rows: list[str], next_cursor: str | None, extra: dict) -> bytes:
-    head = orjson.dumps({**extra, "snapshot_id": snapshot_id, "count": len(rows), "next_cursor": next_cursor})
-    return head[:-1] + b',"data":[' + ",".join(rows).encode() + b"]}"
+def _page_body(
+    snapshot_id: int | None, items: bytes, count: int, next_cursor: str | None, extra: dict
+) -> bytes:
+    """The page object; items = the JSON array's inside (rows already encoded, comma-separated)."""
+    head = orjson.dumps({**extra, "snapshot_id": snapshot_id, "count": count, "next_cursor": next_cursor})
+    return head[:-1] + b',"data":[' + items + b"]}"
+
+
+def _last_row(page: pa.Table) -> dict[str, Any]:
+    return page.slice(page.num_rows - 1, 1).to_pylist()[0]
 
 
 def _snapshot_header(pinned: Pinned) -> dict[str, str]:
@@ -219,17 +227,24 @@ async def get_trades(
             "text" if format == "csv" else "native",
         )
         return _export(request, pinned, text, params, format, "trades")
-    text, params = sql.trades_sql(pinned, lo, hi, lo_us, hi_us, ex, symbol, side, after, page + 1, "json")
+    text, params = sql.trades_sql(pinned, lo, hi, lo_us, hi_us, ex, symbol, side, after, page + 1, "native")
 
     def build(cur: duckdb.DuckDBPyConnection) -> tuple[bytes, int]:
-        rows = cur.execute(text, params).fetchall()
-        more = len(rows) > page
-        rows = rows[:page]
+        table = cur.execute(text, params).to_arrow_table()
+        more = table.num_rows > page
+        table = table.slice(0, page)
         next_cursor = None
         if more:
-            k_ts, k_id, k_ex, k_sym, _ = rows[-1]
+            last = _last_row(table)
+            k_ts, k_id, k_ex, k_sym = (
+                to_us(last["exchange_ts"]),
+                last["trade_id"],
+                last["exchange"],
+                last["symbol"],
+            )
             next_cursor = codec.encode([qhash, pinned.snapshot_id, lo_us, hi_us, k_ts, k_id, k_ex, k_sym])
-        return _page_body(pinned.snapshot_id, [r[4] for r in rows], next_cursor, {}), len(rows)
+        items = jsonrows.json_array_items(table)
+        return _page_body(pinned.snapshot_id, items, table.num_rows, next_cursor, {}), table.num_rows
 
     key = ("trades", pinned.snapshot_id, lo_us, hi_us, ex, symbol, side, after, page)
     fixed = hotpath.cacheable({"start": start, "end": end, "as_of": as_of, "cursor": cursor})
@@ -281,17 +296,20 @@ async def get_ohlcv(
             pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, None, None, "text" if format == "csv" else "native"
         )
         return _export(request, pinned, text, params, format, f"ohlcv_{tf}")
-    text, params = sql.candles_sql(pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, after, page + 1, "json")
+    text, params = sql.candles_sql(pinned, tf, lo, hi, lo_us, hi_us, ex, symbol, after, page + 1, "native")
 
     def build(cur: duckdb.DuckDBPyConnection) -> tuple[bytes, int]:
-        rows = cur.execute(text, params).fetchall()
-        more = len(rows) > page
-        rows = rows[:page]
+        table = cur.execute(text, params).to_arrow_table()
+        more = table.num_rows > page
+        table = table.slice(0, page)
         next_cursor = None
         if more:
-            k_ts, k_ex, k_sym, _ = rows[-1]
+            last = _last_row(table)
+            k_ts, k_ex, k_sym = to_us(last["window_start"]), last["exchange"], last["symbol"]
             next_cursor = codec.encode([qhash, pinned.snapshot_id, lo_us, hi_us, k_ts, k_ex, k_sym])
-        return _page_body(pinned.snapshot_id, [r[3] for r in rows], next_cursor, {"timeframe": tf}), len(rows)
+        items = jsonrows.json_array_items(table)
+        extra = {"timeframe": tf}
+        return _page_body(pinned.snapshot_id, items, table.num_rows, next_cursor, extra), table.num_rows
 
     key = ("ohlcv", tf, pinned.snapshot_id, lo_us, hi_us, ex, symbol, after, page)
     fixed = hotpath.cacheable({"start": start, "end": end, "as_of": as_of, "cursor": cursor})
@@ -330,7 +348,7 @@ def _json_rows(pinned: Pinned, builder: Callable[[Pinned], tuple[str, list]]) ->
     def build(cur: duckdb.DuckDBPyConnection) -> tuple[bytes, int]:
         text, params = builder(pinned)
         rows = [r[0] for r in cur.execute(text, params).fetchall()]
-        return _page_body(pinned.snapshot_id, rows, None, {}), len(rows)
+        return _page_body(pinned.snapshot_id, ",".join(rows).encode(), len(rows), None, {}), len(rows)
 
     return build
 
