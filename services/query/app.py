@@ -112,8 +112,16 @@ async def _cached_json(
     lake = _lake(request)
     hit = lake.results.get(key)
     if hit is None:
-        hit = await lake.run(build)
-        lake.results.put(key, hit, len(hit[0]) + 200)
+
+        async def compute() -> tuple[bytes, int]:
+            cached = lake.results.peek(key)  # a request that waited on another's query finds it here
+            if cached is not None:
+                return cached
+            built = await lake.run(build)
+            lake.results.put(key, built, len(built[0]) + 200)
+            return built
+
+        hit = await lake.flights.run(key, compute)
     body, rows = hit
     metrics.ROWS.labels(_route(request)).inc(rows)
     if hot is not None:

@@ -43,6 +43,7 @@ from services.common.catalog import open_catalog
 from services.common.tables import NAMESPACE, SILVER_TRADES, TABLES, gold_table
 from services.query import metrics
 from services.query.settings import QuerySettings
+from services.query.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -169,6 +170,7 @@ class Lake:
         # services.query.hotpath without FastAPI; the bodies are the same bytes objects as in `results`.
         self.responses = LRU(settings.query_cache_bytes, "result")
         self.current_ids: dict[str, int | None] = {}  # table → current snapshot id (set by refresh)
+        self.flights = SingleFlight()  # concurrent misses of one key run one query
         self.last_refresh_ok: float = 0.0
         self.last_refresh_error: str | None = None
 
