@@ -183,7 +183,9 @@ async def live_phase(
                 sent_count += 1
             await asyncio.sleep(0.002)
         await producer.flush()
-        await asyncio.sleep(grace_s + 3)
+        # until the last live window has closed (end + grace) and its final candle had time to arrive
+        now_us = time.time_ns() // 1000
+        await asyncio.sleep((MINUTE - now_us % MINUTE) / 1e6 + grace_s + 3)
     finally:
         await producer.stop()
         done.set()

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Histogram
 
 from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
 from services.common.topics import TopicSpec
@@ -100,9 +101,15 @@ class TransactionFailed(Exception):
 class StreamApp:
     """Run `factory`'s processors over the assigned partitions of `config.topics`, exactly once."""
 
-    def __init__(self, config: StreamConfig, factory: ProcessorFactory) -> None:
+    def __init__(
+        self,
+        config: StreamConfig,
+        factory: ProcessorFactory,
+        transaction_seconds: Histogram | None = None,
+    ) -> None:
         self.config = config
         self.factory = factory
+        self.transaction_seconds = transaction_seconds
         self.consumer: AIOKafkaConsumer | None = None
         self._changelog_reader: AIOKafkaConsumer | None = None
         self._partitions: dict[TopicPartition, _Partition] = {}
@@ -208,7 +215,12 @@ class StreamApp:
             fresh = [r for r in records if r.offset >= part.position]
             if not fresh:
                 continue
-            outputs = part.processor.process(fresh)
+            try:
+                outputs = part.processor.process(fresh)
+            except Exception:  # a bug, not bad input (processors dead-letter that): retry from state
+                log.exception("%s: processing failed; resetting the partition", _name(tp))
+                runs.append(self._reset_later(tp))
+                continue
             runs.append(self._commit(part, outputs, fresh[-1].offset + 1))
         if runs:
             await asyncio.gather(*runs)
@@ -221,7 +233,12 @@ class StreamApp:
                 async with self._lock:
                     runs = []
                     for part in list(self._partitions.values()):
-                        outputs = part.processor.tick()
+                        try:
+                            outputs = part.processor.tick()
+                        except Exception:
+                            log.exception("%s: tick failed; resetting the partition", _name(part.tp))
+                            runs.append(self._reset_later(part.tp))
+                            continue
                         if outputs:
                             runs.append(self._commit(part, outputs, None))
                     if runs:
@@ -231,6 +248,7 @@ class StreamApp:
 
     async def _commit(self, part: _Partition, outputs: list[Output], next_offset: int | None) -> None:
         """One transaction: outputs + (when consuming) the next offset. On failure reset the partition."""
+        started = time.perf_counter()
         try:
             await self._transaction(part.producer, outputs, part.tp, next_offset)
         except Exception as exc:
@@ -238,6 +256,8 @@ class StreamApp:
             await self._reset(part.tp)
             return
         self.transactions += 1
+        if self.transaction_seconds is not None:
+            self.transaction_seconds.observe(time.perf_counter() - started)
         if next_offset is not None:
             part.position = next_offset
         part.processor.committed()
@@ -275,6 +295,10 @@ class StreamApp:
         await self._drop(tp)
         if self.consumer is not None and tp in self.consumer.assignment():
             await self._open_retrying(tp)
+
+    async def _reset_later(self, tp: TopicPartition) -> None:
+        await asyncio.sleep(self.config.retry_seconds)
+        await self._reset(tp)
 
     async def _drop(self, tp: TopicPartition) -> None:
         part = self._partitions.pop(tp, None)

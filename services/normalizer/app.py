@@ -55,7 +55,7 @@ def create_app(settings: NormalizerSettings) -> StreamApp:
         session_timeout_ms=int(settings.normalizer_session_timeout_s * 1000),
         transaction_timeout_ms=settings.normalizer_transaction_timeout_ms,
     )
-    return StreamApp(config, processor)
+    return StreamApp(config, processor, m.TRANSACTION_SECONDS)
 
 
 async def report_lag(app: StreamApp, interval: float = 5.0) -> None:

@@ -51,7 +51,7 @@ RECEIVED_LATENCY = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "k2_normalizer_batch_seconds",
-    "Processing + transaction time of one batch",
+    "CPU time to process one partition's batch (its transaction is timed by transaction_seconds)",
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
@@ -59,5 +59,10 @@ CONSUMER_LAG = Gauge(
     "k2_normalizer_consumer_lag_messages",
     "Highwater − position per assigned partition",
     ["topic", "partition"],
+)
+TRANSACTION_SECONDS = Histogram(
+    "k2_normalizer_transaction_seconds",
+    "Time from the first output sent to the commit of a partition's Kafka transaction",
+    buckets=LATENCY_BUCKETS,
 )
 TRANSACTIONS = Counter("k2_normalizer_transactions_total", "Kafka transactions committed", ["stage"])

@@ -35,6 +35,10 @@ class ParseProcessor:
         self.sequences = SequenceTracker()
 
     def process(self, records: list[Record]) -> list[Output]:
+        with m.BATCH_SECONDS.labels("parse").time():
+            return self._process(records)
+
+    def _process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
         for record in records:
             try:
@@ -204,6 +208,10 @@ class DedupProcessor:
         self._published: list[tuple[str, int, int]] = []  # (exchange, exchange_ts, received_at)
 
     def process(self, records: list[Record]) -> list[Output]:
+        with m.BATCH_SECONDS.labels("dedup").time():
+            return self._process(records)
+
+    def _process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
         published = self._published = []
         changed: dict[str, SymbolState] = {}

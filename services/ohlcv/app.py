@@ -174,6 +174,7 @@ def create_app(settings: OhlcvSettings) -> StreamApp:
             tick_seconds=tick_seconds(settings),
         ),
         processor,
+        metrics.TRANSACTION_SECONDS,
     )
 
 

@@ -36,5 +36,12 @@ CLOSE_LATENCY = Histogram(
 )
 OPEN_CANDLES = Gauge("k2_ohlcv_state_candles", "Candles held in state (open and closed)", ["state"])
 BATCH_SECONDS = Histogram(
-    "k2_ohlcv_batch_seconds", "Time to apply one batch of trades and write its state", buckets=LATENCY_BUCKETS
+    "k2_ohlcv_batch_seconds",
+    "CPU time to apply one partition's batch of trades and derive its outputs",
+    buckets=LATENCY_BUCKETS,
+)
+TRANSACTION_SECONDS = Histogram(
+    "k2_ohlcv_transaction_seconds",
+    "Time from the first output sent to the commit of a partition's Kafka transaction",
+    buckets=LATENCY_BUCKETS,
 )

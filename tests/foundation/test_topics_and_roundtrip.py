@@ -1,19 +1,15 @@
-"""Topics exist as declared (read back via the admin API); records round-trip via aiokafka and Faust."""
+"""Topics exist as declared (read back via the admin API); records round-trip via aiokafka."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.common.kafka import ensure_topics
-from services.common.metrics import free_port
 from services.common.topics import TOPICS, TopicSpec
-from tests.kafka_helpers import produce, read_topic, wait_for
-from tests.processes import ServiceProcess
+from tests.kafka_helpers import produce, read_topic
 
 
 async def test_topics_have_declared_partitions_and_configs(topics: str) -> None:
@@ -45,32 +41,3 @@ async def test_aiokafka_round_trip_keeps_key_value_headers(topics: str) -> None:
     await produce(topics, name, sent)
     records = await read_topic(topics, name)
     assert [(r.key, r.value, list(r.headers)) for r in records] == sent
-
-
-async def test_minimal_faust_agent_round_trip(topics: str, k2_env: dict[str, str]) -> None:
-    await ensure_topics(
-        topics,
-        [TopicSpec("k2.test.in", 1, key="-", value="-"), TopicSpec("k2.test.out", 1, key="-", value="-")],
-    )
-    env = {
-        **k2_env,
-        "ECHO_APP_ID": f"k2-echo-{uuid.uuid4().hex[:6]}",
-        "ECHO_WEB_PORT": str(free_port()),
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-    app_dir = Path(k2_env["K2_DATA_DIR"])
-    worker = ServiceProcess(
-        "tests.foundation.faust_echo",
-        ["worker", "--loglevel=warn", f"--web-port={env['ECHO_WEB_PORT']}"],
-        env=env,
-        name="faust-echo",
-    )
-    os.chdir(app_dir)  # Faust writes its data dir in the working directory
-    with worker:
-        await produce(topics, "k2.test.in", [(b"k", b"hello faust", None)])
-
-        async def echoed() -> bool:
-            assert worker.running, worker.output()[-3000:]
-            return any(r.value == b"hello faust" for r in await read_topic(topics, "k2.test.out"))
-
-        await wait_for(echoed, timeout=90, message="the Faust agent to echo the record")

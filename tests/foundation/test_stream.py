@@ -1,0 +1,123 @@
+"""The transactional stream runtime (services/common/stream.py) with a small stateful processor:
+outputs exactly once, state recovered from the changelog by the next owner, a failing batch retried
+from the last commit — against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import TopicPartition
+
+from services.common.kafka import ensure_topics
+from services.common.stream import Output, Record, StreamApp, StreamConfig
+from services.common.topics import TopicSpec
+from tests.kafka_helpers import produce, read_topic, wait_for
+
+
+class Counter:
+    """Counts records per key; each output is `<key>:<count>`; the counts are the changelog state."""
+
+    failures_left = 0  # raise on this many batches containing b"poison" (class-wide, like a bug)
+
+    def __init__(self, out: str, changelog: str, partition: int, state: dict[bytes, bytes]) -> None:
+        self.out = out
+        self.changelog = changelog
+        self.partition = partition
+        self.counts = {key: int(value) for key, value in state.items()}
+
+    def process(self, records: list[Record]) -> list[Output]:
+        if Counter.failures_left and any(r.value == b"poison" for r in records):
+            Counter.failures_left -= 1
+            self.counts[b"corrupted"] = 999  # a half-done batch: must not survive the reset
+            raise RuntimeError("processor bug")
+        outputs: list[Output] = []
+        for record in records:
+            key = record.key or b""
+            self.counts[key] = self.counts.get(key, 0) + 1
+            outputs.append((self.out, key, key + b":" + str(self.counts[key]).encode(), None))
+            outputs.append((self.changelog, key, str(self.counts[key]).encode(), self.partition))
+        return outputs
+
+    def tick(self) -> list[Output]:
+        return []
+
+    def committed(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def names(topics: str) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    names = {"in": f"k2.test.stream.in.{suffix}", "out": f"k2.test.stream.out.{suffix}"}
+    await ensure_topics(topics, [TopicSpec(names["in"], 2, "-", "-"), TopicSpec(names["out"], 1, "-", "-")])
+    return names
+
+
+@contextlib.asynccontextmanager
+async def running(bootstrap: str, names: dict[str, str], group: str) -> AsyncIterator[StreamApp]:
+    changelog = TopicSpec(f"{group}-changelog", 2, "-", "-", cleanup_policy="compact")
+
+    def factory(tp: TopicPartition, state: dict[bytes, bytes]) -> Counter:
+        return Counter(names["out"], changelog.name, tp.partition, state)
+
+    config = StreamConfig(
+        bootstrap=bootstrap,
+        group_id=group,
+        topics=(names["in"],),
+        changelog=changelog,
+        stateful_topics=frozenset({names["in"]}),
+        session_timeout_ms=6000,
+        retry_seconds=0.1,
+    )
+    app = StreamApp(config, factory)
+    await app.start()
+    task = asyncio.ensure_future(app.run())
+    try:
+        yield app
+    finally:
+        app.stop()
+        await task
+        await app.close()
+
+
+async def _outputs(bootstrap: str, topic: str) -> list[bytes]:
+    return [r.value for r in await read_topic(bootstrap, topic)]
+
+
+async def test_outputs_once_and_state_survives_a_new_owner(topics: str, names: dict[str, str]) -> None:
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    keys = [f"k{i}".encode() for i in range(6)]
+    async with running(topics, names, group):
+        await produce(topics, names["in"], [(k, b"x", None) for k in keys * 5])
+        await wait_for(
+            lambda: _count(topics, names["out"], 30), timeout=60, message="the first owner's outputs"
+        )
+    async with running(topics, names, group):  # a new owner: state from the changelog, offsets from Kafka
+        await produce(topics, names["in"], [(k, b"x", None) for k in keys * 5])
+        await wait_for(
+            lambda: _count(topics, names["out"], 60), timeout=60, message="the second owner's outputs"
+        )
+    values = await _outputs(topics, names["out"])
+    assert sorted(values) == sorted(k + b":" + str(n).encode() for k in keys for n in range(1, 11))
+
+
+async def test_a_failing_batch_is_retried_from_the_last_commit(topics: str, names: dict[str, str]) -> None:
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    Counter.failures_left = 2
+    async with running(topics, names, group) as app:
+        records = [(b"a", b"x", None), (b"a", b"poison", None), (b"a", b"x", None)]
+        await produce(topics, names["in"], records)
+        await wait_for(lambda: _count(topics, names["out"], 3), timeout=60, message="the retried outputs")
+        assert app.resets >= 2
+    assert sorted(await _outputs(topics, names["out"])) == [b"a:1", b"a:2", b"a:3"]
+    assert Counter.failures_left == 0
+
+
+async def _count(bootstrap: str, topic: str, expected: int) -> bool:
+    values = await _outputs(bootstrap, topic)
+    assert len(values) <= expected, f"more outputs than inputs: {len(values)} > {expected}"
+    return len(values) == expected
