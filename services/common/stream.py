@@ -83,6 +83,9 @@ class StreamConfig:
     transaction_timeout_ms: int = 15_000
     tick_seconds: float | None = None
     retry_seconds: float = 1.0
+    # read_uncommitted only when re-processing an aborted upstream batch's records is harmless
+    # (the normalizer's dedup stage: the re-emitted copies are dropped as duplicates)
+    isolation_level: str = "read_committed"
 
 
 @dataclass(slots=True)
@@ -136,7 +139,7 @@ class StreamApp:
             group_id=cfg.group_id,
             client_id=cfg.group_id,
             enable_auto_commit=False,
-            isolation_level="read_committed",
+            isolation_level=cfg.isolation_level,
             auto_offset_reset="earliest",
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=max(500, cfg.session_timeout_ms // 10),
@@ -320,7 +323,8 @@ class StreamApp:
         assert self.consumer is not None
         started = time.monotonic()
         producer = AIOKafkaProducer(
-            **{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "enable_idempotence"},
+            **{k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")},
+            linger_ms=0,  # the commit sends everything anyway: lingering only delays it
             bootstrap_servers=self.config.bootstrap,
             transactional_id=f"{self.config.group_id}-{tp.topic}-{tp.partition}",
             transaction_timeout_ms=self.config.transaction_timeout_ms,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import uvloop
+
 from services.common.logs import setup_logging
 from services.common.metrics import UP, serve_metrics
 from services.common.stream import run_until_signalled
@@ -32,4 +34,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())
