@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 200_000  # queued items per connection before it counts as a slow client
 HEARTBEAT_S = 1.0
-CATCH_UP_S = 1.0  # the most market time one synthetic tick makes up for after a scheduling delay
+CATCH_UP_S = 0.5  # the most market time one synthetic tick makes up for after a scheduling delay
 
 
 @dataclass(eq=False)
