@@ -41,7 +41,6 @@ from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
 from services.common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
-_TRACE = bool(__import__("os").environ.get("K2_STREAM_TRACE"))
 
 Output = tuple[str, bytes | None, bytes | None, int | None]
 """One record to publish: topic, key, value (None = tombstone), partition (None = by key)."""
@@ -83,6 +82,7 @@ class StreamConfig:
     transaction_timeout_ms: int = 15_000
     tick_seconds: float | None = None
     retry_seconds: float = 1.0
+    settle_seconds: float = 2.0
     # read_uncommitted only when re-processing an aborted upstream batch's records is harmless
     # (the normalizer's dedup stage: the re-emitted copies are dropped as duplicates)
     isolation_level: str = "read_committed"
@@ -119,6 +119,7 @@ class StreamApp:
         self._lock = asyncio.Lock()  # one of: a batch, a tick, a rebalance step
         self._stopping = asyncio.Event()
         self._epoch = 0
+        self._batch_pending = False  # a fetched batch waits for the lock: positions are ahead of it
         self.transactions = 0
         self.resets = 0
 
@@ -151,9 +152,11 @@ class StreamApp:
         await self.consumer.start()
 
     async def run(self) -> None:
-        """Process batches until stop(); runs the tick loop alongside when configured."""
+        """Process batches until stop(); the tick and offset-settling loops run alongside."""
         assert self.consumer is not None, "start() first"
-        ticker = asyncio.ensure_future(self._tick_loop()) if self.config.tick_seconds else None
+        loops = [asyncio.ensure_future(self._settle_loop())]
+        if self.config.tick_seconds:
+            loops.append(asyncio.ensure_future(self._tick_loop()))
         try:
             while not self._stopping.is_set():
                 epoch = self._epoch
@@ -161,22 +164,16 @@ class StreamApp:
                     timeout_ms=self.config.poll_ms, max_records=self.config.batch_max
                 )
                 if batch:
-                    t0 = time.perf_counter()
-                    async with self._lock:
-                        t1 = time.perf_counter()
-                        await self._process(batch, epoch)
-                    if _TRACE:
-                        log.warning(
-                            "batch %s lock %.1fms process+commit %.1fms",
-                            {f"{tp.topic[-10:]}{tp.partition}": len(r) for tp, r in batch.items()},
-                            (t1 - t0) * 1000,
-                            (time.perf_counter() - t1) * 1000,
-                        )
+                    self._batch_pending = True
+                    try:
+                        async with self._lock:
+                            await self._process(batch, epoch)
+                    finally:
+                        self._batch_pending = False
         finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -248,6 +245,34 @@ class StreamApp:
                         await asyncio.gather(*runs)
             except Exception:  # a tick must never end the loop
                 log.exception("tick failed")
+
+    async def _settle_loop(self) -> None:
+        """Commit positions that moved past records never handed over (aborted transactions and their
+        markers at a partition's tail), so the group's lag returns to 0 once everything is done."""
+        interval = self.config.settle_seconds
+        while not self._stopping.is_set():
+            await asyncio.sleep(interval)
+            try:
+                async with self._lock:
+                    await self._settle()
+            except Exception as exc:  # e.g. a rebalance in progress: next time
+                log.debug("settling offsets skipped: %r", exc)
+
+    async def _settle(self) -> None:
+        assert self.consumer is not None
+        if self._batch_pending:
+            return  # its records lie between our positions and the consumer's
+        ahead: dict[TopicPartition, int] = {}
+        for tp, part in list(self._partitions.items()):
+            position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
+            if position > part.position:
+                ahead[tp] = position
+        if ahead:
+            await self.consumer.commit(ahead)
+            for tp, position in ahead.items():
+                part = self._partitions.get(tp)
+                if part is not None and position > part.position:
+                    part.position = position
 
     async def _commit(self, part: _Partition, outputs: list[Output], next_offset: int | None) -> None:
         """One transaction: outputs + (when consuming) the next offset. On failure reset the partition."""

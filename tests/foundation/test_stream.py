@@ -10,12 +10,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import ensure_topics
 from services.common.stream import Output, Record, StreamApp, StreamConfig
 from services.common.topics import TopicSpec
-from tests.kafka_helpers import produce, read_topic, wait_for
+from tests.kafka_helpers import end_offsets, produce, read_topic, wait_for
 
 
 class Counter:
@@ -121,3 +122,35 @@ async def _count(bootstrap: str, topic: str, expected: int) -> bool:
     values = await _outputs(bootstrap, topic)
     assert len(values) <= expected, f"more outputs than inputs: {len(values)} > {expected}"
     return len(values) == expected
+
+
+async def test_offsets_move_past_an_aborted_transaction_at_the_tail(
+    topics: str, names: dict[str, str]
+) -> None:
+    """Records of an aborted transaction are never handed over, yet the group must not lag behind them."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    tp = TopicPartition(names["in"], 0)
+    await produce(topics, names["in"], [(b"a", b"x", None)])
+    aborted = AIOKafkaProducer(bootstrap_servers=topics, transactional_id=f"{group}-aborting")
+    await aborted.start()
+    try:
+        await aborted.begin_transaction()
+        for _ in range(3):
+            await aborted.send_and_wait(names["in"], b"never", key=b"a", partition=0)
+        await aborted.abort_transaction()
+    finally:
+        await aborted.stop()
+    end = (await end_offsets(topics, names["in"]))[0]
+
+    async def caught_up() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=topics)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        return tp in committed and committed[tp].offset == end
+
+    async with running(topics, names, group):
+        await wait_for(caught_up, timeout=60, message="the committed offset to pass the abort marker")
+    assert await _outputs(topics, names["out"]) == [b"a:1"]
