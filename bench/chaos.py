@@ -177,9 +177,10 @@ def wait_quiet(platform: Platform, expected_rows: int, timeout: float) -> dict[s
 
 
 def drain_lags(platform: Platform, timeout: float) -> tuple[dict[str, int], float | None]:
-    """A group that lags at check time may still be catching up after its last restart (Faust recovers
-    its tables first): poll until every group is at ≤ 10 records or `timeout` s pass. What is left then
-    *stays* lagging. Returns the final lags and how long draining took (None: it did not)."""
+    """A group that lags at check time may still be catching up after its last restart (a stream
+    worker recovers its changelog state first): poll until every group is at ≤ 10 records or `timeout` s
+    pass. What is left then *stays* lagging. Returns the final lags and how long draining took (None:
+    it did not)."""
     started = time.monotonic()
     while True:
         for name in ("normalizer", "ohlcv", "lakewriter"):

@@ -350,8 +350,9 @@ def compute_lag(committed: dict[tuple[str, int], int], ends: dict[tuple[str, int
     """Records behind: Σ(end − committed − 1)⁺ over the partitions a group has committed for.
 
     The one record of slack per partition is the commit marker of a transactional producer: the end
-    offset counts it, while a consumer that has read everything commits last record + 1 (aiokafka,
-    Faust), one below the end. A group that has consumed everything therefore shows 0.
+    offset counts it, while a consumer that has read everything commits last record + 1 (aiokafka, the
+    stream services' transactions), one below the end. A group that has consumed everything therefore
+    shows 0.
     """
     return sum(max(ends.get(tp, off) - off - 1, 0) for tp, off in committed.items())
 

@@ -15,7 +15,7 @@ from services.common.topics import TOPICS
 
 
 async def reset_topics(bootstrap: str) -> None:
-    """Delete every non-internal topic (Faust changelogs included) and recreate the registry's."""
+    """Delete every non-internal topic (services' changelogs included) and recreate the registry's."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

@@ -1,7 +1,8 @@
 """`status`: each process's supervisor state and health (/metrics answers), and consumer-group lag.
 
 Lag = end offset (last stable offset, as read_committed consumers see it) minus the group's
-committed offset, summed per (group, topic). Faust apps are consumer groups like any other.
+committed offset, summed per (group, topic). The stream services are consumer groups like any other
+(their offsets are committed inside their Kafka transactions).
 """
 
 from __future__ import annotations

@@ -15,5 +15,5 @@ def setup_logging(level: str = "INFO", service: str = "k2") -> None:
     # aiokafka is chatty at INFO about every rebalance step (K2_LOG_KAFKA=1 keeps it).
     if os.environ.get("K2_LOG_KAFKA") == "1":
         return
-    for noisy in ("aiokafka", "kafka", "faust.transport", "mode"):
+    for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -1,8 +1,8 @@
 """The topic registry: every Kafka topic of the platform, its shape and what its key means.
 
 `python -m services.common.topics` (== `task topics`) creates them idempotently.
-Faust adds its own changelog/repartition topics (named `<app id>-...`); those are
-not listed here because Faust owns their configuration.
+The stream services create their own compacted changelog topics on start (`<app id>-dedup-changelog`,
+`<app id>-state-changelog`: services/normalizer/app.py, services/ohlcv/app.py); they are not listed here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pure frame parsers: `parse_frame(exchange, frame, received_at_us, lineage, instruments)` → ParseResult.
 
 Every input ends as trades, a recognised control frame, or dead letters (rejections): never an
-exception. No Kafka, no Faust, no clock here, so the parsers are unit- and property-testable.
+exception. No Kafka, no clock here, so the parsers are unit- and property-testable.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What every exchange parser shares: exact JSON decoding, RFC3339 → µs, validation → rejections.
 
 Parsers are pure functions of (frame bytes, received_at, lineage, instrument list): no Kafka, no
-Faust, no clock. A replay of last month's frames therefore gives exactly what live gave.
+clock. A replay of last month's frames therefore gives exactly what live gave.
 """
 
 from __future__ import annotations
