@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 
 import orjson
 
@@ -33,10 +34,19 @@ class ParseProcessor:
     def __init__(self, instruments: InstrumentList) -> None:
         self.instruments = instruments
         self.sequences = SequenceTracker()
+        self._frames: Counter[tuple[str, str]] = Counter()  # per batch, then into the metrics
+        self._trades: Counter[str] = Counter()
 
     def process(self, records: list[Record]) -> list[Output]:
         with m.BATCH_SECONDS.labels("parse").time():
-            return self._process(records)
+            outputs = self._process(records)
+        for (exchange, kind), count in self._frames.items():
+            m.FRAMES_IN.labels(exchange, kind).inc(count)
+        for exchange, count in self._trades.items():
+            m.TRADES_IN.labels(exchange).inc(count)
+        self._frames.clear()
+        self._trades.clear()
+        return outputs
 
     def _process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
@@ -69,7 +79,7 @@ class ParseProcessor:
         try:
             headers = RawHeaders.from_kafka(record.headers)
         except ValueError as exc:
-            m.FRAMES_IN.labels(exchange, "rejected").inc()
+            self._frames[(exchange, "rejected")] += 1
             self._dead(
                 outputs,
                 record,
@@ -93,7 +103,7 @@ class ParseProcessor:
             Lineage(record.topic, record.partition, record.offset),
             self.instruments,
         )
-        m.FRAMES_IN.labels(exchange, result.kind).inc()
+        self._frames[(exchange, result.kind)] += 1
         if result.control is not None and result.control != "empty":
             m.CONTROL_FRAMES.labels(exchange, result.control).inc()
         if result.sequence is not None:
@@ -111,7 +121,7 @@ class ParseProcessor:
                 )
                 _gap(outputs, gap)
         if result.trades:
-            m.TRADES_IN.labels(exchange).inc(len(result.trades))
+            self._trades[exchange] += len(result.trades)
             for trade in result.trades:
                 outputs.append((TRADES_PARSED, trade.key.encode(), trade.encode(), None))
         for rej in result.rejections:
@@ -125,7 +135,7 @@ class ParseProcessor:
         try:
             marker = DisconnectMarker.decode(value)
         except Exception as exc:
-            m.FRAMES_IN.labels(exchange, "rejected").inc()
+            self._frames[(exchange, "rejected")] += 1
             self._dead(
                 outputs,
                 record,
@@ -137,7 +147,7 @@ class ParseProcessor:
                 -1,
             )
             return
-        m.FRAMES_IN.labels(exchange, "marker").inc()
+        self._frames[(exchange, "marker")] += 1
         self.sequences.reset(marker.connection_id)
         _gap(
             outputs,

@@ -25,6 +25,9 @@ __all__ = ["Lineage", "ParseResult", "Rejection", "parse_frame"]
 
 log = logging.getLogger(__name__)
 
+# Kraken v2 sends prices and quantities as JSON numbers: they need the exact (Decimal) JSON parser.
+EXACT_NUMBERS = {"binance": False, "kraken": True, "coinbase": False}
+
 PARSERS: dict[str, Callable[[Any, str, TradeBuilder], ParseResult]] = {
     "binance": binance.parse,
     "kraken": kraken.parse,
@@ -47,7 +50,7 @@ def parse_frame(
             rejections=[Rejection("unknown_frame", f"unknown exchange {exchange!r}", _payload(frame)[:4096])]
         )
     try:
-        text, message = decode_frame(frame)
+        text, message = decode_frame(frame, EXACT_NUMBERS[exchange])
         builder = TradeBuilder(exchange, instruments, received_at_us, lineage)
         return parser(message, text, builder)
     except Reject as rej:

@@ -13,6 +13,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from services.common.decimals import multiply, parse_decimal
 from services.common.instruments import InstrumentList
 from services.common.raw import MAX_FRAME_BYTES
@@ -77,8 +79,13 @@ def loads_exact(text: str) -> Any:
     return json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)
 
 
-def decode_frame(frame: bytes) -> tuple[str, Any]:
-    """bytes → (text, JSON value); raises Reject for oversize, non-UTF-8 and non-JSON frames."""
+def decode_frame(frame: bytes, exact_numbers: bool = True) -> tuple[str, Any]:
+    """bytes → (text, JSON value); raises Reject for oversize, non-UTF-8 and non-JSON frames.
+
+    `exact_numbers=False` parses with orjson (several times faster) for protocols that carry every
+    price and quantity as a JSON *string* (Binance, Coinbase): a JSON number where a decimal string
+    belongs is then a float the parsers refuse as wrong_type, so no float ever becomes a price.
+    """
     if len(frame) > MAX_FRAME_BYTES:
         raise Reject("frame_too_large", f"{len(frame)} bytes > {MAX_FRAME_BYTES}")
     try:
@@ -86,8 +93,8 @@ def decode_frame(frame: bytes) -> tuple[str, Any]:
     except UnicodeDecodeError as exc:
         raise Reject("bad_encoding", f"not UTF-8: {exc}") from None
     try:
-        return text, loads_exact(text)
-    except (ValueError, RecursionError) as exc:
+        return text, (loads_exact(text) if exact_numbers else orjson.loads(text))
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise Reject("malformed_json", f"not JSON: {exc}") from None
 
 
