@@ -15,9 +15,12 @@ Caches (responses, file plans) and DuckDB connections stay per process.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +33,22 @@ from services.query.app import create_app
 from services.query.settings import QuerySettings
 from services.query.shared_buckets import SHARED_DIR_ENV
 
+PARENT_ENV = "_K2_QUERY_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """A worker stops when its supervisor dies, even by SIGKILL (else orphans would keep the port)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid())):  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
 
 def worker_app() -> FastAPI:
     """The app of one worker process (uvicorn factory; settings from the inherited environment)."""
+    if sys.platform == "linux":
+        _die_with_parent()
     settings = QuerySettings()
     setup_logging(settings.log_level, "query")
     return create_app(settings)
@@ -43,10 +59,10 @@ def shared_state(settings: QuerySettings) -> Iterator[Path]:
     """The parent's private directory for the shared buckets and metrics, exported to the workers."""
     shared = Path(tempfile.mkdtemp(prefix="k2-query-"))
     (shared / "metrics").mkdir()
-    saved = {
-        k: os.environ.get(k) for k in (SHARED_DIR_ENV, "PROMETHEUS_MULTIPROC_DIR", "K2_QUERY_CURSOR_SECRET")
-    }
+    names = (SHARED_DIR_ENV, PARENT_ENV, "PROMETHEUS_MULTIPROC_DIR", "K2_QUERY_CURSOR_SECRET")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ[SHARED_DIR_ENV] = str(shared)
+    os.environ[PARENT_ENV] = str(os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
     if not settings.query_cursor_secret:
         os.environ["K2_QUERY_CURSOR_SECRET"] = secrets.token_hex(32)
@@ -63,6 +79,9 @@ def shared_state(settings: QuerySettings) -> Iterator[Path]:
 
 def serve(settings: QuerySettings) -> None:
     """Run settings.query_processes workers until SIGTERM/SIGINT (uvicorn's supervisor stops them)."""
+    # A configuration error (e.g. auth on without a key) fails here, once, with a non-zero exit; in the
+    # workers it would only make uvicorn's supervisor restart them forever.
+    create_app(settings)
     with shared_state(settings):
         uvicorn.run(
             "services.query.workers:worker_app",
