@@ -59,7 +59,8 @@ class _Record:
         if names is None:
             names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
         try:
-            values = {name: data[name] for name in names if name in data}
+            # the common case (exactly the fields) takes a plain copy, cheaper than filtering
+            values = dict(data) if len(data) == len(names) else {n: data[n] for n in names if n in data}
             for name in cls._decimal_fields:
                 raw = values[name]
                 if not isinstance(raw, str):
