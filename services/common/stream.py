@@ -310,8 +310,18 @@ class StreamApp:
             for tp in list(self._partitions):
                 if tp not in assigned:
                     await self._drop(tp)
-            for tp in sorted(assigned - set(self._partitions)):
-                await self._open_retrying(tp)
+            new = sorted(assigned - set(self._partitions))
+            # fencing is a round trip per partition: all at once; loading shares one reader: in turn
+            fenced = await asyncio.gather(*(self._fence(tp) for tp in new), return_exceptions=True)
+            for tp, producer in zip(new, fenced, strict=True):
+                if isinstance(producer, BaseException):
+                    await self._open_retrying(tp)
+                    continue
+                try:
+                    await self._load(tp, producer)
+                except Exception as exc:
+                    log.warning("%s: could not load (%r); retrying", _name(tp), exc)
+                    await self._open_retrying(tp)
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # waits for the batch in flight: its transaction completes first
@@ -345,8 +355,11 @@ class StreamApp:
 
     async def _open(self, tp: TopicPartition) -> None:
         """Fence the previous owner, then read state and position: all as of its last commit."""
-        assert self.consumer is not None
-        started = time.monotonic()
+        await self._load(tp, await self._fence(tp))
+
+    async def _fence(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """The partition's transactional producer; starting it fences the previous owner and settles
+        (commits or aborts) that owner's open transaction."""
         producer = AIOKafkaProducer(
             **{k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")},
             linger_ms=0,  # the commit sends everything anyway: lingering only delays it
@@ -354,7 +367,18 @@ class StreamApp:
             transactional_id=f"{self.config.group_id}-{tp.topic}-{tp.partition}",
             transaction_timeout_ms=self.config.transaction_timeout_ms,
         )
-        await producer.start()  # init_transactions: fences the old owner, settles its open transaction
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        return producer
+
+    async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
+        """After fencing: state from the changelog, position from the committed offset."""
+        assert self.consumer is not None
+        started = time.monotonic()
         try:
             state = await self._recover(tp)
             committed = await self.consumer.committed(tp)
