@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 
@@ -30,6 +31,19 @@ PRODUCER_DEFAULTS: dict[str, object] = {
     "max_batch_size": 256 * 1024,
     "max_request_size": 4 * 1024 * 1024,
 }
+
+
+async def start_producer(**options: object) -> AIOKafkaProducer:
+    """A started AIOKafkaProducer; if starting fails it is stopped (aiokafka would leave its
+    connections and tasks behind) and the error raised."""
+    producer = AIOKafkaProducer(**options)
+    try:
+        await producer.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        raise
+    return producer
 
 
 async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:

@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Histogram
 
-from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
+from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics, start_producer
 from services.common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ Output = tuple[str, bytes | None, bytes | None, int | None]
 
 Record = ConsumerRecord
 """An input record (aiokafka's ConsumerRecord: topic, partition, offset, key, value, headers, ...)."""
+
+
+def changelog_spec(name: str, key: str, value: str, partitions: int) -> TopicSpec:
+    """A state changelog topic: compacted (the latest value per key is the state), co-partitioned
+    with the stateful input topic."""
+    return TopicSpec(name=name, partitions=partitions, key=key, value=value, cleanup_policy="compact")
 
 
 class Processor(Protocol):
@@ -360,20 +366,13 @@ class StreamApp:
     async def _fence(self, tp: TopicPartition) -> AIOKafkaProducer:
         """The partition's transactional producer; starting it fences the previous owner and settles
         (commits or aborts) that owner's open transaction."""
-        producer = AIOKafkaProducer(
+        return await start_producer(
             **{k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")},
             linger_ms=0,  # the commit sends everything anyway: lingering only delays it
             bootstrap_servers=self.config.bootstrap,
             transactional_id=f"{self.config.group_id}-{tp.topic}-{tp.partition}",
             transaction_timeout_ms=self.config.transaction_timeout_ms,
         )
-        try:
-            await producer.start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise
-        return producer
 
     async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
         """After fencing: state from the changelog, position from the committed offset."""

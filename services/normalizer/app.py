@@ -15,7 +15,7 @@ import logging
 from aiokafka import TopicPartition
 
 from services.common.instruments import default_instruments
-from services.common.stream import Processor, StreamApp, StreamConfig
+from services.common.stream import Processor, StreamApp, StreamConfig, changelog_spec
 from services.common.topics import RAW_TOPICS, TRADE_PARTITIONS, TRADES_PARSED, TopicSpec
 from services.normalizer import metrics as m
 from services.normalizer.processor import DedupProcessor, ParseProcessor
@@ -24,19 +24,15 @@ from services.normalizer.settings import NormalizerSettings
 log = logging.getLogger(__name__)
 
 
-def changelog_spec(app_id: str) -> TopicSpec:
-    return TopicSpec(
-        name=f"{app_id}-dedup-changelog",
-        partitions=TRADE_PARTITIONS,
-        key="<exchange>:<symbol>",
-        value="dedup state (dedup.SymbolState JSON)",
-        cleanup_policy="compact",
+def dedup_changelog(app_id: str) -> TopicSpec:
+    return changelog_spec(
+        f"{app_id}-dedup-changelog", "<exchange>:<symbol>", "dedup.SymbolState JSON", TRADE_PARTITIONS
     )
 
 
 def create_app(settings: NormalizerSettings) -> StreamApp:
     instruments = default_instruments(settings.instruments_file)
-    changelog = changelog_spec(settings.normalizer_app_id)
+    changelog = dedup_changelog(settings.normalizer_app_id)
     horizon = settings.normalizer_dedup_horizon
 
     def processor(tp: TopicPartition, state: dict[bytes, bytes]) -> Processor:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from services.common.kafka import PRODUCER_DEFAULTS
 from services.common.schemas import SchemaError, Trade
-from services.common.stream import Output, Record, StreamApp, StreamConfig
+from services.common.stream import Output, Record, StreamApp, StreamConfig, changelog_spec
 from services.common.topics import OHLCV, OHLCV_LIVE, TRADE_PARTITIONS, TRADES, TopicSpec
 from services.ohlcv import metrics
 from services.ohlcv.engine import EngineConfig, PartitionState
@@ -30,13 +30,12 @@ from services.ohlcv.settings import OhlcvSettings
 log = logging.getLogger(__name__)
 
 
-def changelog_spec(app_id: str) -> TopicSpec:
-    return TopicSpec(
-        name=f"{app_id}-state-changelog",
-        partitions=TRADE_PARTITIONS,
-        key="<exchange>:<symbol>:<timeframe>:<window start> or ~wm",
-        value="candle state (CandleState JSON) or the partition's watermarks",
-        cleanup_policy="compact",
+def state_changelog(app_id: str) -> TopicSpec:
+    return changelog_spec(
+        f"{app_id}-state-changelog",
+        "<exchange>:<symbol>:<timeframe>:<window start>, or ~wm",
+        "CandleState JSON, or the partition's watermarks",
+        TRADE_PARTITIONS,
     )
 
 
@@ -148,7 +147,7 @@ def create_app(settings: OhlcvSettings) -> StreamApp:
         horizon_us=int(settings.ohlcv_correction_horizon_seconds * 1_000_000),
         live_interval=settings.ohlcv_live_interval_ms / 1000,
     )
-    changelog = changelog_spec(settings.ohlcv_app_id)
+    changelog = state_changelog(settings.ohlcv_app_id)
 
     def processor(tp: TopicPartition, state: dict[bytes, bytes]) -> CandleProcessor:
         candles = CandleProcessor(tp.partition, config, changelog.name, settings.ohlcv_grace_seconds, state)
