@@ -10,6 +10,8 @@ integers as numbers, nulls as null.
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,40 +19,30 @@ import pyarrow.compute as pc
 from services.common.decimals import to_text
 
 # A JSON string needs escaping only if it holds a quote, a backslash or a control character.
-_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+_NEEDS_ESCAPE = re.compile(rb'["\\\x00-\x1f]')
 
 
-def _quoted(text: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise('"', text, '"', "")
+Piece = str | pa.Array  # a literal shared by every row, or one text per row
 
 
 def _decimal(column: pa.Array) -> pa.Array:
     """Exact plain text: Arrow prints |x| < 1e-6 in scientific notation; those few go through Python."""
     text = pc.cast(column, pa.string())
     scientific = pc.match_substring(text, "E")
-    if pc.any(scientific).as_py():
-        plain = [None if v is None else to_text(v) for v in column.filter(scientific).to_pylist()]
-        positions = pc.indices_nonzero(scientific)
-        text = text.to_pylist()
-        for position, value in zip(positions.to_pylist(), plain, strict=True):
-            text[position] = value
-        text = pa.array(text, pa.string())
-        trimmed = pc.if_else(scientific, text, pc.utf8_rtrim(pc.utf8_rtrim(text, "0"), "."))
-        return _quoted(trimmed)
-    return _quoted(pc.utf8_rtrim(pc.utf8_rtrim(text, "0"), "."))
+    trimmed = pc.utf8_rtrim(pc.utf8_rtrim(text, "0"), ".")
+    if not pc.any(scientific).as_py():
+        return trimmed
+    plain = text.to_pylist()
+    for position in pc.indices_nonzero(scientific).to_pylist():
+        plain[position] = to_text(column[position].as_py())
+    return pc.if_else(scientific, pa.array(plain, pa.string()), trimmed)
 
 
-def _string(column: pa.Array) -> pa.Array:
-    if pc.any(pc.match_substring_regex(column, _NEEDS_ESCAPE)).as_py():
-        return pa.array([None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()])
-    return _quoted(column)
-
-
-def _value_text(column: pa.Array) -> pa.Array:
-    """Each value's JSON text (null stays null here; the caller writes `null`)."""
+def _pieces(column: pa.Array) -> list[Piece]:
+    """The JSON text of each (non-null) value, as pieces the row join concatenates."""
     kind = column.type
     if pa.types.is_decimal(kind):
-        return _decimal(column)
+        return ['"', _decimal(column), '"']
     if pa.types.is_timestamp(kind):
         # UTC wall time; date and time-of-day casts print fixed-width text (always 6 fractional digits)
         # about 8x faster than strftime.
@@ -58,25 +50,44 @@ def _value_text(column: pa.Array) -> pa.Array:
         naive = pc.cast(naive, pa.timestamp("us"))
         day = pc.cast(pc.cast(naive, pa.date32()), pa.string())
         clock = pc.cast(pc.cast(naive, pa.time64("us")), pa.string())
-        return pc.binary_join_element_wise('"', day, "T", clock, 'Z"', "")
+        return ['"', day, "T", clock, 'Z"']
     if pa.types.is_integer(kind):
-        return pc.cast(column, pa.string())
+        return [pc.cast(column, pa.string())]
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return _string(column)
+        # One scan of the column's whole UTF-8 buffer (all values back to back; for a slice it may cover
+        # more values, which can only send it to the slow path) instead of a regex per value.
+        data = column.buffers()[2]
+        if data is not None and _NEEDS_ESCAPE.search(memoryview(data)):
+            return [pa.array([None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()])]
+        return ['"', column, '"']
     raise TypeError(f"no JSON text for Arrow type {kind}")
+
+
+def _value_pieces(column: pa.Array) -> list[Piece]:
+    pieces = _pieces(column)
+    if column.null_count == 0:
+        return pieces
+    text = pieces[0] if len(pieces) == 1 else pc.binary_join_element_wise(*pieces, "")
+    return [pc.fill_null(text, "null")]  # a null value's pieces join to null: write `null`
 
 
 def json_array_items(table: pa.Table) -> bytes:
     """The rows of table as JSON objects joined by commas (the inside of a JSON array)."""
     if table.num_rows == 0:
         return b""
-    parts: list = []
+    parts: list[Piece] = []
+
+    def add(piece: Piece) -> None:
+        if isinstance(piece, str) and parts and isinstance(parts[-1], str):
+            parts[-1] += piece  # adjacent literals become one
+        else:
+            parts.append(piece)
+
     for i, name in enumerate(table.column_names):
-        column = table.column(name).combine_chunks()
-        key = orjson.dumps(name).decode()
-        parts.append(("{" if i == 0 else ",") + key + ":")
-        parts.append(pc.fill_null(_value_text(column), "null"))
-    parts.append("},")
+        add(("{" if i == 0 else ",") + orjson.dumps(name).decode() + ":")
+        for piece in _value_pieces(table.column(name).combine_chunks()):
+            add(piece)
+    add("},")
     rows = pc.binary_join_element_wise(*parts, "")
     # The rows' value buffer is every row's text back to back: the array text minus the last comma.
     _, offsets_buffer, data = rows.buffers()
