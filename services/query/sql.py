@@ -1,8 +1,8 @@
 """SQL of every endpoint. Only constants and `?` placeholders: client values are always bound parameters.
 
 Each builder returns (sql, params) over a pinned table's files; `mode` picks the projection:
-`json` (one JSON object per row, decimals as exact strings), `text` (CSV: plain text columns),
-`native` (Parquet/Arrow: decimal(38,18) and timestamp[us, UTC] as stored).
+`text` (CSV: plain text columns), `native` (JSON pages via services.query.jsonrows, Parquet/Arrow:
+decimal(38,18) and timestamp[us, UTC] as stored).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 from services.common.tables import SILVER_TRADES
 from services.query.lake import Lake, Pinned
 
-Mode = Literal["json", "text", "native"]
+Mode = Literal["text", "native"]
 
 ISO_FMT = "'%Y-%m-%dT%H:%M:%S.%fZ'"
 TRADE_COLUMNS = (
@@ -88,12 +88,7 @@ def projection(columns: tuple[str, ...], mode: Mode, extra: dict[str, str] | Non
     extra = extra or {}
     if mode == "native":
         return ", ".join([*(f"{v} AS {k}" for k, v in extra.items()), *columns])
-    if mode == "text":
-        return ", ".join(
-            [*(f"{v} AS {k}" for k, v in extra.items()), *(f"{_text(c)} AS {c}" for c in columns)]
-        )
-    pairs = [*(f"'{k}', {v}" for k, v in extra.items()), *(f"'{c}', {_text(c)}" for c in columns)]
-    return f"json_object({', '.join(pairs)}) AS j"
+    return ", ".join([*(f"{v} AS {k}" for k, v in extra.items()), *(f"{_text(c)} AS {c}" for c in columns)])
 
 
 def source(pinned: Pinned, lo_us: int | None, hi_us: int | None) -> tuple[str, list]:
@@ -130,9 +125,8 @@ def trades_sql(
             "(exchange > ? OR (exchange = ? AND symbol > ?))))))"
         )
         params += [ts, ts, trade_id, trade_id, ex, ex, sym]
-    keys = "epoch_us(exchange_ts) AS k_ts, trade_id AS k_id, exchange AS k_ex, symbol AS k_sym, "
     sql = (
-        f"SELECT {keys if mode == 'json' else ''}{projection(TRADE_COLUMNS, mode)} FROM {src} "
+        f"SELECT {projection(TRADE_COLUMNS, mode)} FROM {src} "
         f"WHERE {' AND '.join(where)} ORDER BY exchange_ts, trade_id, exchange, symbol"
     )
     if limit is not None:
@@ -170,10 +164,9 @@ def candles_sql(
             "symbol > ?))))"
         )
         params += [ts, ts, ex, ex, sym]
-    keys = "epoch_us(window_start) AS k_ts, exchange AS k_ex, symbol AS k_sym, "
     extra = {"timeframe": "CAST(? AS VARCHAR)"}
     sql = (
-        f"SELECT {keys if mode == 'json' else ''}{projection(CANDLE_COLUMNS, mode, extra)} FROM ("
+        f"SELECT {projection(CANDLE_COLUMNS, mode, extra)} FROM ("
         f"SELECT * FROM {src} WHERE {' AND '.join(where)} "
         f"QUALIFY row_number() OVER (PARTITION BY exchange, symbol, window_start "
         f"ORDER BY revision DESC) = 1"
