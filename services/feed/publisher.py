@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from services.common.kafka import PRODUCER_DEFAULTS
+from services.common.kafka import PRODUCER_DEFAULTS, start_producer
 from services.common.raw import (
     HEADER_CONNECTION_ID,
     HEADER_KIND,
@@ -161,18 +161,11 @@ class KafkaPublisher:
         while True:
             try:
                 if self._producer is None:
-                    producer = AIOKafkaProducer(
+                    self._producer = await start_producer(
                         bootstrap_servers=self.bootstrap,
                         **PRODUCER_CONFIG,
                         request_timeout_ms=self.produce_timeout_ms,
                     )
-                    try:
-                        await producer.start()
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            await producer.stop()
-                        raise
-                    self._producer = producer
                 await self._pump(self._producer)
             except asyncio.CancelledError:
                 raise
