@@ -301,12 +301,24 @@ class LakewriterService:
         for tp in self.assigned:
             values = [self.expected[t].get(tp) for t in self.routes[tp[0]].tables]
             if values and all(v is not None for v in values):
-                offsets[TopicPartition(*tp)] = OffsetAndMetadata(min(values), "")  # type: ignore[type-var]
+                offset = min(values)
+                if offset == self.seen.get(tp):
+                    # all it handed over is in the tables: whatever the consumer skipped beyond
+                    # (transaction markers, aborted records) is done too, or the group lags forever
+                    offset = max(offset, await self._position(tp))
+                offsets[TopicPartition(*tp)] = OffsetAndMetadata(offset, "")  # type: ignore[type-var]
         if offsets:
             try:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # informational only: the tables hold the real offsets
                 log.debug("kafka offset commit failed: %s", exc)
+
+    async def _position(self, tp: TP) -> int:
+        assert self.consumer is not None
+        try:
+            return await asyncio.wait_for(self.consumer.position(TopicPartition(*tp)), 1.0)
+        except Exception:  # revoked or being reset: no opinion
+            return -1
 
     async def _handle_reseek(self) -> None:
         if not self.reseek:
@@ -342,6 +354,7 @@ class LakewriterService:
         self.consumer.subscribe(list(self.routes), listener=_Listener(self))
         maintainer = Maintainer(self.writer, settings)
         next_maintenance = time.monotonic() + settings.lakewriter_maintain_interval_seconds
+        next_settle = 0.0
         try:
             while not self.stopping.is_set():
                 batch = await self.consumer.getmany(
@@ -361,6 +374,11 @@ class LakewriterService:
                     # not only when the next batch is due, which can be long at low rates.
                     async with self.lock:
                         await self._drain()
+                elif not batch and self.flushing is None and time.monotonic() >= next_settle:
+                    # idle: a transaction's final marker arrives after its records were committed
+                    next_settle = time.monotonic() + 2.0
+                    async with self.lock:
+                        await self._commit_kafka()
                 self._update_gauges()
                 if settings.lakewriter_maintain_interval_seconds > 0 and time.monotonic() >= next_maintenance:
                     async with self.lock:
