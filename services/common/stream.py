@@ -273,6 +273,9 @@ class StreamApp:
             position = await asyncio.wait_for(self.consumer.position(tp), 1.0)
             if position > part.position:
                 ahead[tp] = position
+        if self._batch_pending:
+            # a batch was handed over while we read: a position may already be past its records
+            return
         if ahead:
             await self.consumer.commit(ahead)
             for tp, position in ahead.items():
