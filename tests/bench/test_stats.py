@@ -84,3 +84,16 @@ def test_soak_duration_and_memory_verdicts() -> None:
     verdicts = memory_verdicts(samples, ["leaky", "flat"], max_mb_per_h=50)
     assert verdicts["leaky"]["flag"] and verdicts["leaky"]["slope_mb_per_h"] == pytest.approx(3600)
     assert not verdicts["flat"]["flag"]
+
+
+def test_lag_verdict_sees_through_a_commit_sawtooth_but_not_a_backlog() -> None:
+    from bench.__main__ import lag_verdict
+
+    # the lake writer's lag: grows 600/s for 5 s, drops at each commit — bounded
+    sawtooth = [(t / 2, (t % 10) * 300) for t in range(40)]
+    assert lag_verdict(sawtooth, rate=600)["bounded"]
+    # the same teeth on a rising floor (a backlog of 200/s) — not bounded
+    backlog = [(t / 2, (t % 10) * 300 + 100 * t) for t in range(40)]
+    assert not lag_verdict(backlog, rate=600)["bounded"]
+    # low but above ~12 s of input — not bounded
+    assert not lag_verdict([(t / 2, 10**6) for t in range(40)], rate=600)["bounded"]
