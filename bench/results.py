@@ -134,42 +134,30 @@ def simple_section(title: str, data: dict[str, Any], skip: tuple[str, ...] = ("d
     return f"## {title}\n\n" + _header(data) + _block(format_table(rows))
 
 
-NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26)
+NOTES = """## Reading these figures (written by hand with the runs of 2026-11-26, session 2)
 
-- The runs shared the 2-core machine with every other helper's test suite (load average 20-50 the whole
-  time): throughput figures are floors and latencies are ceilings. Rerun on a quiet machine.
-- The normalizer was the bottleneck in every platform run: tens of trades/s here, far below its own
-  per-stage target; its log shows aiokafka retrying `NotEnoughReplicasError` on its transactional
-  produces (aio-libs/aiokafka#1172 describes spurious NOT_ENOUGH_REPLICAS on Kafka 4.x transactional
-  read-process-write) and group-coordinator churn under load. A quick run with the bench broker formatted
-  with Eligible Leader Replicas off (`K2_BENCH_ELR=0 python -m bench --quick`, 05:20) still showed the
-  retries and the same normalizer rate (29-56 trades/s vs ~40 with ELR on), so ELR is not the cause.
-  With no step bounded, "sustained" is empty: the harness reports, it does not guess.
-  The "busy cores" column (CPU-seconds per second of all K2 processes, broker included) was 0.5-1.0 of
-  the 2 cores: the services got little CPU while other jobs ran, and the normalizer could not keep up
-  even at 600 trades/s. The latencies of 1-2 minutes are that backlog (trades waited in the raw topic),
-  not the per-hop cost; the per-stage benchmarks measure the hops alone.
-- With the feed stopped, K2's ohlcv (all six timeframes, exact decimals, transactions) replayed the
-  same 43,722 trades at 1,140/s, Quix (1m only, float) at 6,922/s: ratio 0.16 on this machine.
-- In the earlier ELR-off quick run the normalizer had published only seconds of the market, so Quix
-  (which closes a window only when a later trade of the same key passes window end + grace) closed
-  no window; in the final run 34 windows were compared.
-- Chaos run of 05:15 (above): silver exact (14,400 of 14,400, no duplicate, every value equal), the DLQ
-  exactly the 5 injected bad frames, gold 1m/5m equal to the recomputation from silver. Of its 26
-  "mismatches", 24 were an artifact of the check itself, fixed right after the run: 15m and 30m windows
-  that closed in the last 30 s before the check were set aside as "not final yet", yet their candles
-  (present in gold, one row each) were then counted as a second row per candle. Those candles were not
-  compared in that run. The other 2 are real: after 300 s of draining, the ohlcv group still had 2,416
-  records to re-read after its last kill -9 (down from 7,141: catching up slowly, on a loaded machine,
-  not stuck) and the lake writer's group 18 records (its own lag metric said 0-6). An earlier run
-  (04:55, 32 kills, 14,400 trades) had silver, DLQ and gold 1m-1h exact, with the same ohlcv lag.
-- The chaos run's lag verdict uses the consumer groups' committed offsets (less one transaction
-  marker per partition). The lake writer also reports its own lag metric (`k2_lakewriter_lag_records`),
-  recorded as `lakewriter_lag_metric` in bench-results/chaos.json.
+- The platform, normalizer, ohlcv and chaos runs of 08:18-08:29 UTC had the machine to themselves
+  (load average 2-4, which is the benchmark's own broker and processes on 2 cores). The feed,
+  lake writer and query figures come from runs at load 3-9 while other suites ran; the soak ran beside
+  a CI run. Throughputs from loaded runs are floors, latencies ceilings.
+- Since session 2 the normalizer and ohlcv run on the transactional runtime of
+  services/common/stream.py instead of faust-streaming (which managed ~40 trades/s in the platform and
+  630 trades/s for ohlcv alone). The broker runs with `transaction.partition.verification.enable=false`:
+  Kafka 4's KIP-890 verification answered aiokafka's transactional produces with spurious
+  NOT_ENOUGH_REPLICAS (aio-libs/aiokafka#1172), each retry stalling a batch.
+- "target/s" is the rate asked of the simulator; the stage columns are what each service's counters
+  measured. A step is bounded when each group's lag troughs stop rising (the lake writer's lag is a
+  sawtooth between its commits). In the quick run every stream stage kept pace at ~5,000 trades/s;
+  the lake writer was the first to fall behind.
+- Latencies at the first step include a trade's wait for the transaction ahead of it to commit, once
+  per stage (normalizer stage 1, stage 2, ohlcv); live candles are further throttled to one update per
+  candle per 250 ms.
 - The Quix peer keeps window state as JSON (no Decimal), so it computes in float: open/high/low/close
   and counts match K2 exactly; volumes differ in the last float digits (`float_rounding`). Quix also
   closes a window only when a later trade of the same key arrives, so the newest windows are compared
   only where both engines closed them.
+- Chaos: kills are seeded; "during a lake commit" counts kills timed to the instant a new data file
+  appeared in the warehouse. Its lag verdict uses the consumer groups' committed offsets.
 """
 
 
@@ -177,9 +165,8 @@ def render() -> str:
     parts = [
         "# Measured figures\n\n",
         "Generated by `python -m bench.results` from `bench-results/*.json`; each section names the "
-        "date and the command that reproduces it. The machine: 2 cores, 24 GiB, shared during these "
-        "runs with other jobs (load average well above 2), so every figure here is a floor, not "
-        "a ceiling.\n\n",
+        "date and the command that reproduces it. The machine: 2 cores, 24 GiB; see the notes at the "
+        "end for which runs had it to themselves.\n\n",
     ]
     if (data := _load("platform")) is not None:
         parts.append(platform_section(data) + "\n")
