@@ -109,6 +109,17 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[
     return records
 
 
+async def committed_offsets(bootstrap: str, group: str) -> dict[tuple[str, int], int]:
+    """A consumer group's committed offsets: (topic, partition) → offset."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+
+
 async def wait_for(
     condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
     timeout: float = 30.0,

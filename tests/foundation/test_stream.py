@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.kafka import ensure_topics
 from services.common.stream import Output, Record, StreamApp, StreamConfig
 from services.common.topics import TopicSpec
-from tests.kafka_helpers import end_offsets, produce, read_topic, wait_for
+from tests.kafka_helpers import committed_offsets, end_offsets, produce, read_topic, wait_for
 
 
 class Counter:
@@ -143,13 +142,7 @@ async def test_offsets_move_past_an_aborted_transaction_at_the_tail(
     end = (await end_offsets(topics, names["in"]))[0]
 
     async def caught_up() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=topics)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        return tp in committed and committed[tp].offset == end
+        return (await committed_offsets(topics, group)).get((tp.topic, tp.partition)) == end
 
     async with running(topics, names, group):
         await wait_for(caught_up, timeout=60, message="the committed offset to pass the abort marker")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from services.common.catalog import open_catalog
 from services.common.settings import K2Settings
 from services.common.tables import SILVER_TRADES
 from services.common.topics import TRADES
 from services.lakewriter.offsets import table_offsets
-from tests.kafka_helpers import end_offsets, produce, wait_for
+from tests.kafka_helpers import committed_offsets, end_offsets, produce, wait_for
 from tests.lakewriter.helpers import (
     count,
     expected_tuple,
@@ -113,14 +112,8 @@ async def test_group_offsets_reach_the_end_past_transaction_markers(
     group = "k2-lakewriter-tail-test"
 
     async def caught_up() -> bool:
-        admin = AIOKafkaAdminClient(bootstrap_servers=fresh_topics)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(group)
-        finally:
-            await admin.close()
-        done = {tp.partition: m.offset for tp, m in committed.items() if tp.topic == TRADES}
-        return all(done.get(p, -1) == e for p, e in ends.items())
+        done = await committed_offsets(fresh_topics, group)
+        return all(done.get((TRADES, p), -1) == e for p, e in ends.items())
 
     with writer_process(k2_env, TOPICS="trades", GROUP_ID=group) as proc:
         proc.wait_http(proc.metrics_url)

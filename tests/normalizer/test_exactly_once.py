@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from aiokafka.admin import AIOKafkaAdminClient
-
 from services.common.schemas import DeadLetter, Trade
 from services.common.topics import RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
-from tests.kafka_helpers import end_offsets, produce, wait_for
+from tests.kafka_helpers import committed_offsets, end_offsets, produce, wait_for
 from tests.normalizer.frames import (
     BASE_US,
     binance_trade,
@@ -85,13 +83,7 @@ async def _all_committed(bootstrap: str, group: str) -> bool:
 
     The parsed topic is written in transactions: its last offset is a commit/abort marker, which
     a consumer's committed offset never passes (hence end − 1 there)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    done = {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items()}
+    done = await committed_offsets(bootstrap, group)
     for topic in (*RAW_TOPICS.values(), TRADES_PARSED):
         markers = 1 if topic == TRADES_PARSED else 0
         for partition, end in (await end_offsets(bootstrap, topic)).items():
