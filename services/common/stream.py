@@ -100,7 +100,7 @@ class _Partition:
     producer: AIOKafkaProducer
     processor: Processor
     position: int  # next input offset to process; records below it were already committed
-    epoch: int  # when it was (re)opened: a batch fetched before that comes from a stale position
+    epoch: int  # when it was (re)opened: a batch handed over before that is from a stale position
 
 
 class TransactionFailed(Exception):
@@ -165,10 +165,14 @@ class StreamApp:
             loops.append(asyncio.ensure_future(self._tick_loop()))
         try:
             while not self._stopping.is_set():
-                epoch = self._epoch
                 batch = await self.consumer.getmany(
                     timeout_ms=self.config.poll_ms, max_records=self.config.batch_max
                 )
+                # Taken when the records are handed over, not before the call: a partition (re)opened
+                # after this point was seeked after these records were fetched (they are stale and
+                # will be fetched again); one (re)opened before it was seeked before, and aiokafka
+                # hands over only records fetched from the new position.
+                epoch = self._epoch
                 if batch:
                     self._batch_pending = True
                     try:
