@@ -107,13 +107,14 @@ async def test_group_offsets_reach_the_end_past_transaction_markers(
                 await producer.send(TRADES, t.encode(), key=t.key.encode())
     finally:
         await producer.stop()
-    ends = {p: e for p, e in (await end_offsets(fresh_topics, TRADES)).items() if e > 0}
     catalog = open_catalog(K2Settings(data_dir=k2_env["K2_DATA_DIR"]))
     group = "k2-lakewriter-tail-test"
 
     async def caught_up() -> bool:
+        # read the ends each time: the commit markers are written after commit_transaction returns
+        ends = {p: e for p, e in (await end_offsets(fresh_topics, TRADES)).items() if e > 0}
         done = await committed_offsets(fresh_topics, group)
-        return all(done.get((TRADES, p), -1) == e for p, e in ends.items())
+        return bool(ends) and all(done.get((TRADES, p), -1) == e for p, e in ends.items())
 
     with writer_process(k2_env, TOPICS="trades", GROUP_ID=group) as proc:
         proc.wait_http(proc.metrics_url)
