@@ -17,6 +17,15 @@ from tests.lakewriter.helpers import (
     trade_tuple,
     writer_process,
 )
+from tests.processes import ServiceProcess, scrape
+
+
+def assigned(proc: ServiceProcess) -> float:
+    """The replica's k2_lakewriter_assigned_partitions (0 until it has joined)."""
+    for line in scrape(proc.metrics_url).splitlines():  # type: ignore[attr-defined]
+        if line.startswith("k2_lakewriter_assigned_partitions "):
+            return float(line.split()[1])
+    return 0.0
 
 
 async def test_two_replicas_give_the_same_result(topics: str, k2_env: dict[str, str]) -> None:
@@ -28,7 +37,11 @@ async def test_two_replicas_give_the_same_result(topics: str, k2_env: dict[str, 
     try:
         a.wait_http(a.metrics_url, timeout=120)
         b.wait_http(b.metrics_url, timeout=120)
-        # Input keeps coming while both run (a rebalance happens when the second one joins).
+        # the first to join may drain the backlog alone: new input once both own partitions
+        await wait_for(
+            lambda: assigned(a) > 0 and assigned(b) > 0, timeout=60, message="both replicas to own partitions"
+        )
+        # Input keeps coming while both run.
         await produce(topics, TRADES, trade_records(make_trades(600, seed=22, start_id=3_100_000)))
         expected = [Trade.decode(r.value) for r in await read_topic(topics, TRADES)]
         await wait_for(
