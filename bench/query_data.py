@@ -1,8 +1,8 @@
 """Known data for the query tests and benchmark (bench.query): deterministic trades and their candles.
 
-Candles are computed here in plain Python (the contract of services/common: open/close by
-trade_order_key, vwap = quote_volume / volume half-even to 18 places), so every endpoint's
-answer can be compared with a direct computation.
+Candles come from the one reference recomputation (bench.reference: the contract of services/common,
+open/close by trade_order_key, vwap = quote_volume / volume half-even to 18 places), so every
+endpoint's answer can be compared with a direct computation.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
 
-from services.common.decimals import add, divide, multiply
-from services.common.schemas import TIMEFRAMES, Candle, Trade, trade_order_key, window_start
+from bench.reference import as_candle, recompute_candles
+from services.common.decimals import multiply
+from services.common.schemas import Candle, Trade
 from services.common.topics import TRADES
 
 DAY_US = 86_400_000_000
@@ -66,43 +67,9 @@ def make_trades(
 
 
 def candles_of(trades: Iterable[Trade], timeframe: str, revision: int = 0) -> list[Candle]:
-    groups: dict[tuple[str, str, int], list[Trade]] = {}
-    for t in trades:
-        groups.setdefault((t.exchange, t.symbol, window_start(t.exchange_ts, timeframe)), []).append(t)
-    out = []
-    for (exchange, symbol, start), group in sorted(groups.items()):
-        group.sort(key=lambda t: trade_order_key(t.exchange_ts, t.trade_id))
-        volume = quote = buy = sell = Decimal(0)
-        for t in group:
-            volume = add(volume, t.quantity)
-            quote = add(quote, t.quote_quantity)
-            if t.side == "BUY":
-                buy = add(buy, t.quantity)
-            else:
-                sell = add(sell, t.quantity)
-        out.append(
-            Candle(
-                exchange=exchange,
-                symbol=symbol,
-                timeframe=timeframe,
-                window_start=start,
-                window_end=start + TIMEFRAMES[timeframe],
-                open=group[0].price,
-                high=max(t.price for t in group),
-                low=min(t.price for t in group),
-                close=group[-1].price,
-                volume=volume,
-                quote_volume=quote,
-                trade_count=len(group),
-                vwap=divide(quote, volume),
-                buy_volume=buy,
-                sell_volume=sell,
-                first_trade_ts=group[0].exchange_ts,
-                last_trade_ts=group[-1].exchange_ts,
-                revision=revision,
-            )
-        )
-    return out
+    """The reference candles (bench.reference) of one timeframe, by (exchange, symbol, window_start)."""
+    candles = [as_candle(k, f, revision) for k, f in recompute_candles(trades, (timeframe,)).items()]
+    return sorted(candles, key=lambda c: (c.exchange, c.symbol, c.window_start))
 
 
 def revised(candle: Candle) -> Candle:

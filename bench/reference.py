@@ -1,8 +1,10 @@
-"""A plain reference recomputation of candles from trades, and the comparisons the benchmarks make.
+"""The one reference recomputation of candles from trades, and the comparisons made with it.
 
-Deliberately simple (sort, group, fold) and independent of services/ohlcv: it uses only the
-shared contract (services.common: trade order, window alignment, exact decimal rules), so a bug
-in the streaming code cannot hide in it. Tested in tests/bench.
+Deliberately simple (sort, group, fold) and independent of services/ohlcv and services/query: it uses
+only the shared contract (services.common: trade order, window alignment, exact decimal rules: sums
+in the exact context, vwap = quote_volume / volume half-even to 18 places), so a bug in the code under
+test cannot hide in it. The benchmarks and the tests (tests/ohlcv, tests/query via bench.query_data,
+tests/bench) all check against this module. Tested in tests/bench.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
-from services.common.decimals import divide, multiply
-from services.common.schemas import TIMEFRAMES, trade_order_key, window_start
+from services.common.decimals import add, divide, multiply
+from services.common.schemas import TIMEFRAMES, Candle, Trade, trade_order_key, window_start
 
 CANDLE_FIELDS = (
     "open",
@@ -33,6 +35,27 @@ CANDLE_FIELDS = (
 CandleKey = tuple[str, str, str, int]  # exchange, symbol, timeframe, window_start µs
 
 
+class TradeLike(Protocol):
+    """What the recomputation reads of a trade: a RefTrade or a services.common.schemas.Trade."""
+
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def trade_id(self) -> str: ...
+    @property
+    def exchange_ts(self) -> int: ...
+    @property
+    def price(self) -> Decimal: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quote_quantity(self) -> Decimal | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RefTrade:
     exchange: str
@@ -46,24 +69,40 @@ class RefTrade:
 
     @property
     def quote(self) -> Decimal:
-        return self.quote_quantity if self.quote_quantity is not None else multiply(self.price, self.quantity)
+        return quote_of(self)
+
+
+def quote_of(trade: TradeLike) -> Decimal:
+    """The trade's quote quantity; price × quantity (half-even, 18 places) when it carries none."""
+    quote = trade.quote_quantity
+    return quote if quote is not None else multiply(trade.price, trade.quantity)
+
+
+def _total(values: Iterable[Decimal]) -> Decimal:
+    total = Decimal(0)
+    for value in values:
+        total = add(total, value)  # the exact context: no rounding at any magnitude of decimal(38,18)
+    return total
 
 
 def recompute_candles(
-    trades: Iterable[RefTrade], timeframes: Iterable[str] = tuple(TIMEFRAMES)
+    trades: Iterable[TradeLike], timeframes: Iterable[str] = tuple(TIMEFRAMES)
 ) -> dict[CandleKey, dict[str, Any]]:
-    """Every candle of every timeframe over a set of trades (no candle for an empty interval)."""
+    """Every candle of every timeframe over a set of trades (no candle for an empty interval).
+
+    Every trade counts: a caller whose input may repeat a trade removes the repeats first.
+    """
     ordered = sorted(trades, key=lambda t: (t.exchange, t.symbol, trade_order_key(t.exchange_ts, t.trade_id)))
     out: dict[CandleKey, dict[str, Any]] = {}
     for timeframe in timeframes:
-        groups: dict[CandleKey, list[RefTrade]] = defaultdict(list)
+        groups: dict[CandleKey, list[TradeLike]] = defaultdict(list)
         for trade in ordered:
             groups[
                 (trade.exchange, trade.symbol, timeframe, window_start(trade.exchange_ts, timeframe))
             ].append(trade)
         for key, members in groups.items():
-            volume = sum((t.quantity for t in members), Decimal(0))
-            quote_volume = sum((t.quote for t in members), Decimal(0))
+            volume = _total(t.quantity for t in members)
+            quote_volume = _total(quote_of(t) for t in members)
             out[key] = {
                 "open": members[0].price,
                 "high": max(t.price for t in members),
@@ -73,11 +112,38 @@ def recompute_candles(
                 "quote_volume": quote_volume,
                 "trade_count": len(members),
                 "vwap": divide(quote_volume, volume) if volume else Decimal(0),
-                "buy_volume": sum((t.quantity for t in members if t.side == "BUY"), Decimal(0)),
-                "sell_volume": sum((t.quantity for t in members if t.side == "SELL"), Decimal(0)),
+                "buy_volume": _total(t.quantity for t in members if t.side == "BUY"),
+                "sell_volume": _total(t.quantity for t in members if t.side == "SELL"),
                 "first_trade_ts": members[0].exchange_ts,
                 "last_trade_ts": members[-1].exchange_ts,
             }
+    return out
+
+
+def as_candle(key: CandleKey, fields: Mapping[str, Any], revision: int = 0) -> Candle:
+    """A recomputed candle (a recompute_candles item) as a services.common Candle."""
+    exchange, symbol, timeframe, start = key
+    return Candle(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        window_start=start,
+        window_end=start + TIMEFRAMES[timeframe],
+        **{name: fields[name] for name in CANDLE_FIELDS},
+        revision=revision,
+    )
+
+
+def reference_candles(
+    trades: Iterable[Trade], timeframes: Iterable[str] = tuple(TIMEFRAMES), revision: int = 0
+) -> dict[str, Candle]:
+    """Every candle of the SET of trades, keyed by Candle.key: a trade repeated (same natural key)
+    counts once, as the platform's exactly-once output must count it."""
+    unique = {t.natural_key: t for t in trades}
+    out: dict[str, Candle] = {}
+    for key, fields in recompute_candles(unique.values(), timeframes).items():
+        candle = as_candle(key, fields, revision)
+        out[candle.key] = candle
     return out
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bench.reference import RefTrade, compare_exact, compare_with_float_peer, recompute_candles
+from bench.reference import (
+    RefTrade,
+    compare_exact,
+    compare_with_float_peer,
+    recompute_candles,
+    reference_candles,
+)
+from services.common.decimals import multiply
+from services.common.schemas import Trade
 
 MIN = 60_000_000
 D = Decimal
@@ -44,6 +52,50 @@ def test_windows_align_to_the_epoch_and_skip_empty_intervals() -> None:
     assert starts_1m == [0, MIN, 3 * MIN]  # no candle for the empty minute 2
     assert [k[3] for k in candles if k[2] == "5m"] == [0]
     assert candles[("binance", "BTC/USDT", "5m", 0)]["trade_count"] == 3
+
+
+def test_sums_are_exact_beyond_the_default_28_digit_context() -> None:
+    # 20 integer + 18 fractional digits: Python's default context would round these sums.
+    big = "12345678901234567890.123456789012345678"
+    candle = recompute_candles([trade("1", 1, "1", big), trade("2", 2, "1", big)], ["1m"])[
+        ("binance", "BTC/USDT", "1m", 0)
+    ]
+    assert candle["volume"] == D("24691357802469135780.246913578024691356")
+    assert candle["vwap"] == D(1)
+
+
+def _silver(trade_id: str, ts: int, price: str, qty: str, side: str) -> Trade:
+    return Trade(
+        exchange="binance",
+        symbol="BTC/USDT",
+        exchange_symbol="BTCUSDT",
+        trade_id=trade_id,
+        exchange_ts=ts,
+        received_at=ts,
+        price=D(price),
+        quantity=D(qty),
+        quote_quantity=multiply(D(price), D(qty)),
+        side=side,
+        source_topic="t",
+        source_partition=0,
+        source_offset=int(trade_id),
+    )
+
+
+def test_reference_candles_count_a_repeated_trade_once_and_build_candles() -> None:
+    first, second = _silver("1", 10, "100", "2", "BUY"), _silver("2", MIN + 5, "3", "0.7", "SELL")
+    candles = reference_candles([first, second, first], ["1m", "1h"], revision=2)
+    assert sorted(candles) == [
+        "binance:BTC/USDT:1h:0",
+        "binance:BTC/USDT:1m:0",
+        f"binance:BTC/USDT:1m:{MIN}",
+    ]
+    hour = candles["binance:BTC/USDT:1h:0"]
+    assert (hour.trade_count, hour.volume, hour.quote_volume) == (2, D("2.7"), D("202.1"))
+    assert hour.vwap == D("74.851851851851851852")  # 202.1 / 2.7 half-even to 18 places
+    assert (hour.open, hour.close, hour.buy_volume, hour.sell_volume) == (D(100), D(3), D(2), D("0.7"))
+    assert (hour.window_end, hour.first_trade_ts, hour.last_trade_ts) == (3600 * 10**6, 10, MIN + 5)
+    assert {c.revision for c in candles.values()} == {2}
 
 
 def test_compare_exact_finds_missing_extra_and_field_differences() -> None:

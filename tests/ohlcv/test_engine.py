@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
+from bench.reference import reference_candles
 from services.ohlcv.candles import CandleState
 from services.ohlcv.engine import EngineConfig, PartitionState
 from tests.ohlcv.helpers import random_trades, trade
-from tests.ohlcv.reference import reference_candles
 
 MIN = 60_000_000
 CONFIG = EngineConfig(grace_us=2_000_000, idle_timeout=1.0, horizon_us=3_600_000_000, live_interval=0.25)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+from bench.reference import reference_candles
 from services.common.schemas import TIMEFRAMES, Candle, Trade
 from tests.kafka_helpers import wait_for
 from tests.ohlcv.helpers import (
@@ -19,7 +20,6 @@ from tests.ohlcv.helpers import (
     trade,
     worker,
 )
-from tests.ohlcv.reference import reference_candles
 from tests.processes import ServiceProcess, scrape
 
 MINUTE = 60_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from bench.reference import CANDLE_FIELDS
 from services.common.decimals import to_text
 from services.common.schemas import Candle, Trade
 
@@ -16,16 +17,8 @@ def iso_us(us: int) -> str:
 
 
 TRADE_DECIMALS = ("price", "quantity", "quote_quantity")
-CANDLE_DECIMALS = (
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "vwap",
-    "buy_volume",
-    "sell_volume",
+CANDLE_DECIMALS = tuple(
+    n for n in CANDLE_FIELDS if n not in ("trade_count", "first_trade_ts", "last_trade_ts")
 )
 
 
@@ -58,22 +51,10 @@ def candle_json(c: Candle) -> dict:
         "window_start": iso_us(c.window_start),
         "window_end": iso_us(c.window_end),
     }
-    for name in (
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "quote_volume",
-        "trade_count",
-        "vwap",
-        "buy_volume",
-        "sell_volume",
-    ):
-        value = getattr(c, name)
-        out[name] = value if name == "trade_count" else to_text(value)
+    out.update({name: to_text(getattr(c, name)) for name in CANDLE_DECIMALS})
     out.update(
         {
+            "trade_count": c.trade_count,
             "first_trade_ts": iso_us(c.first_trade_ts),
             "last_trade_ts": iso_us(c.last_trade_ts),
             "revision": c.revision,
