@@ -1,0 +1,1 @@
+"""Apache Iceberg's REST catalog test-fixture server, run locally (see server.py)."""

@@ -1,0 +1,169 @@
+"""Resolve, start, wait for and stop Apache Iceberg's REST catalog test-fixture server.
+
+`org.apache.iceberg.rest.RESTCatalogServer` (the server of the apache/iceberg-rest-fixture image) serves
+the Iceberg REST protocol in front of a JdbcCatalog; here its catalog is a SQLite file and its warehouse a
+local folder (HadoopFileIO), both under the caller's data dir. The jars come from Maven Central through
+`pom.xml` (pinned versions) into a git-ignored cache, like deploy/kafka. The server is configured by
+CATALOG_* environment variables (CATALOG_REST_PORT → rest.port, CATALOG_URI → uri, ...); it listens on
+all interfaces (the fixture has no host setting), on a free port chosen here.
+Used by the REST catalog tests (tests/catalog) and `python -m deploy.iceberg_rest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+HERE = Path(__file__).resolve().parent
+CACHE_DIR = Path(os.environ.get("K2_ICEBERG_REST_CACHE", HERE / ".cache"))
+LIBS_DIR = CACHE_DIR / "libs"
+POM = HERE / "pom.xml"
+MAIN_CLASS = "org.apache.iceberg.rest.RESTCatalogServer"
+
+
+class RestCatalogError(RuntimeError):
+    """The REST catalog server could not be resolved, started or reached."""
+
+
+def fetch_jars(quiet: bool = True) -> Path:
+    """Resolve the server's jars into the cache (once per pom content); return the folder holding them."""
+    marker = LIBS_DIR / ".complete"
+    if marker.exists() and marker.read_text() == POM.read_text():
+        return LIBS_DIR
+    for tool in ("java", "mvn"):
+        if shutil.which(tool) is None:
+            raise RestCatalogError(
+                f"`{tool}` is not on PATH: the REST catalog server needs Java 17+ and Maven"
+            )
+    if LIBS_DIR.exists():
+        shutil.rmtree(LIBS_DIR)
+    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime"]
+    cmd.append(f"-DoutputDirectory={LIBS_DIR}")
+    if quiet:
+        cmd.insert(1, "-q")
+    result = subprocess.run(cmd, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        raise RestCatalogError(
+            f"maven could not resolve the REST catalog jars:\n{result.stdout}\n{result.stderr}"
+        )
+    marker.write_text(POM.read_text())
+    return LIBS_DIR
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRestCatalog:
+    """One REST catalog server: `start()`, `uri`, `warehouse`, `stop()` (or use it as a context manager).
+
+    Its JDBC catalog (`catalog.db`) lives in `home`, the table files under `warehouse` (default
+    `<home>/warehouse`); both stay after `stop()`, so a restarted server sees the same tables."""
+
+    def __init__(
+        self, home: Path, port: int | None = None, warehouse: Path | None = None, heap: str = "256m"
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.port = port or _free_port()
+        self.warehouse_dir = Path(warehouse).resolve() if warehouse else self.home / "warehouse"
+        self.heap = heap
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        """What K2_CATALOG_URI takes (with K2_CATALOG_TYPE=rest)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def warehouse(self) -> str:
+        return f"file://{self.warehouse_dir}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "iceberg-rest.log"
+
+    def start(self, timeout: float = 60.0) -> LocalRestCatalog:
+        if self.proc is not None:
+            return self
+        libs = fetch_jars()
+        self.warehouse_dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        # The fixture turns every CATALOG_* variable into a catalog property: pass only ours.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")}
+        env.update(
+            {
+                "CATALOG_REST_PORT": str(self.port),
+                "CATALOG_URI": f"jdbc:sqlite:file:{self.home / 'catalog.db'}",
+                "CATALOG_WAREHOUSE": self.warehouse,
+            }
+        )
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-cp", f"{libs}/*", MAIN_CLASS],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (the JVM stops Jetty), SIGKILL if it lingers. Idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def __enter__(self) -> LocalRestCatalog:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Until GET /v1/config answers 200 (the JVM and Jetty take a few seconds)."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RestCatalogError(
+                    f"REST catalog exited with {self.proc.returncode}:\n{self._log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.uri}/v1/config", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError as exc:
+                last = exc
+            time.sleep(0.2)
+        raise RestCatalogError(
+            f"REST catalog did not answer /v1/config in {timeout}s ({last}):\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
