@@ -157,7 +157,12 @@ class ProcStats:
 
 
 class ServiceProcess:
-    """`python -m <module> <args>` as a real process with its own session (so kill -9 is a crash)."""
+    """`python -m <module> <args>` as a real process with its own session (so kill -9 is a crash).
+
+    The one process runner of the benchmarks and the tests (tests/processes.py re-exports it): the
+    child runs from the repository root with os.environ + `env`; its output goes to
+    `<log_dir or $K2_DATA_DIR/logs>/<name>.log`. A `with` block starts it and stops it (SIGTERM).
+    """
 
     def __init__(
         self,
@@ -181,18 +186,16 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its whole life
-        cmd = self.argv or [self.python, "-m", self.module, *self.args]
-        self.proc = subprocess.Popen(
-            cmd,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                self.argv or [self.python, "-m", self.module, *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=ROOT,
+            )
         self.starts += 1
         return self
 
@@ -213,6 +216,7 @@ class ServiceProcess:
             self.proc.wait()
 
     def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM (a clean stop), SIGKILL after `timeout` s; the exit code (None if never started)."""
         if self.proc is None:
             return None
         if self.running:
@@ -224,18 +228,21 @@ class ServiceProcess:
                 self.kill()
         return self.proc.returncode
 
-    def output(self, tail: int = 4000) -> str:
+    def output(self, tail: int | None = None) -> str:
+        """The process's log so far (its last `tail` characters when given)."""
         try:
-            return self.log_path.read_text(errors="replace")[-tail:]
+            text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+        return text[-tail:] if tail else text
 
     def wait_http(self, url: str, timeout: float = 90.0) -> None:
+        """Wait until url answers 200 (e.g. the /metrics endpoint); fail early if the process died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.running:
                 raise RuntimeError(
-                    f"{self.name} exited with {self.proc and self.proc.returncode}:\n{self.output()}"
+                    f"{self.name} exited with {self.proc and self.proc.returncode}:\n{self.output(4000)}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
@@ -244,7 +251,13 @@ class ServiceProcess:
             except OSError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{url} did not answer within {timeout}s:\n{self.output()}")
+        raise RuntimeError(f"{url} did not answer within {timeout}s:\n{self.output(4000)}")
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def scrape(url: str, timeout: float = 5.0) -> str:

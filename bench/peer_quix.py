@@ -106,7 +106,7 @@ def run_peer(
         last_n = 0
         while time.monotonic() < deadline:
             if not proc.running:
-                raise RuntimeError(f"the Quix peer exited:\n{proc.output()}")
+                raise RuntimeError(f"the Quix peer exited:\n{proc.output(4000)}")
             progress = progress_of(proc.output(tail=1_000_000))
             last_n = progress[-1][0] if progress else 0
             if last_n + every > expected_trades:

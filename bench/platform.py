@@ -231,7 +231,7 @@ class Platform:
             return {}
 
     def logs_tail(self, name: str) -> str:
-        return self.roles[name].proc.output()
+        return self.roles[name].proc.output(4000)
 
     def catalog(self) -> Any:
         from services.common.catalog import open_catalog
