@@ -31,7 +31,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bench.query_client import run_load
+from bench.query_client import Load, run_load
 from bench.query_data import DAY0_US, candles_of, make_trades
 from services.common.catalog import open_catalog
 from services.common.metrics import free_port
@@ -102,7 +102,7 @@ def scenarios(port: int, server_pid: int, concurrency: int, scale: float) -> dic
     out = {}
     for name, (targets, clients, count, seconds, rows) in plan.items():
         cpu0 = cpu_seconds(server_pid)
-        result = run_load("127.0.0.1", port, targets, clients, count, seconds, rows)
+        result = run_load(Load("127.0.0.1", port, targets, clients, count, seconds, rows))
         result["server_cpu_s"] = round(cpu_seconds(server_pid) - cpu0, 2)
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         out[name] = result

@@ -17,6 +17,7 @@ import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 
 import uvloop
@@ -89,26 +90,34 @@ def _request(host: str, port: int, target: str) -> bytes:
     return f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: */*\r\n\r\n".encode()
 
 
-async def _load(
-    host: str,
-    port: int,
-    targets: list[str],
-    concurrency: int,
-    max_requests: int,
-    max_seconds: float,
-    expect_rows: int | None,
-) -> dict:
+@dataclass(frozen=True)
+class Load:
+    """One scenario: `concurrency` clients send up to `max_requests` GETs in all, for at most
+    `max_seconds`; request i asks for targets[i % len(targets)]; the first body must hold
+    `expect_rows` rows when given."""
+
+    host: str
+    port: int
+    targets: list[str]
+    concurrency: int
+    max_requests: int
+    max_seconds: float
+    expect_rows: int | None = None
+
+
+async def _load(load: Load) -> dict:
     loop = asyncio.get_running_loop()
-    requests = [_request(host, port, t) for t in targets]
+    requests = [_request(load.host, load.port, t) for t in load.targets]
+    expect_rows = load.expect_rows
     latencies: list[float] = []
     errors = 0
     body_bytes = 0
-    counter = iter(range(max_requests))
-    deadline = time.monotonic() + max_seconds
+    counter = iter(range(load.max_requests))
+    deadline = time.monotonic() + load.max_seconds
 
     async def client() -> None:
         nonlocal errors, body_bytes
-        _, conn = await loop.create_connection(Connection, host, port)
+        _, conn = await loop.create_connection(Connection, load.host, load.port)
         try:
             for i in counter:
                 if time.monotonic() > deadline:
@@ -131,7 +140,7 @@ async def _load(
 
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client() for _ in range(load.concurrency)))
     elapsed = time.perf_counter() - started
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     latencies.sort()
@@ -155,20 +164,11 @@ async def _load(
     }
 
 
-def _run(*args: object) -> dict:
-    return uvloop.run(_load(*args))  # type: ignore[arg-type]
+def _run(load: Load) -> dict:
+    return uvloop.run(_load(load))
 
 
-def run_load(
-    host: str,
-    port: int,
-    targets: list[str],
-    concurrency: int,
-    max_requests: int,
-    max_seconds: float,
-    expect_rows: int | None = None,
-) -> dict:
-    """Run one scenario in a fresh process; request i asks for targets[i % len(targets)]."""
+def run_load(load: Load) -> dict:
+    """Run one scenario in a fresh process."""
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        args = (host, port, targets, concurrency, max_requests, max_seconds, expect_rows)
-        return pool.submit(_run, *args).result()
+        return pool.submit(_run, load).result()
