@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from services.common.decimals import add, divide, multiply
 from services.common.schemas import TIMEFRAMES, Candle, Trade, trade_order_key, window_start
@@ -35,27 +35,6 @@ CANDLE_FIELDS = (
 CandleKey = tuple[str, str, str, int]  # exchange, symbol, timeframe, window_start µs
 
 
-class TradeLike(Protocol):
-    """What the recomputation reads of a trade: a RefTrade or a services.common.schemas.Trade."""
-
-    @property
-    def exchange(self) -> str: ...
-    @property
-    def symbol(self) -> str: ...
-    @property
-    def trade_id(self) -> str: ...
-    @property
-    def exchange_ts(self) -> int: ...
-    @property
-    def price(self) -> Decimal: ...
-    @property
-    def quantity(self) -> Decimal: ...
-    @property
-    def side(self) -> str: ...
-    @property
-    def quote_quantity(self) -> Decimal | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class RefTrade:
     exchange: str
@@ -70,6 +49,9 @@ class RefTrade:
     @property
     def quote(self) -> Decimal:
         return quote_of(self)
+
+
+TradeLike = RefTrade | Trade  # what the recomputation reads: the same attributes in both
 
 
 def quote_of(trade: TradeLike) -> Decimal:
