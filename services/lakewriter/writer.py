@@ -14,7 +14,6 @@ from the table's offset. pyiceberg's own commit retry is disabled on our tables
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -35,7 +34,7 @@ from pyiceberg.exceptions import (
 from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
 from pyiceberg.table import Table
 from pyiceberg.table.upsert_util import create_match_filter
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from services.common.instruments import EXCHANGES
 from services.common.schemas import Candle, DeadLetter, Trade
@@ -151,8 +150,15 @@ class LakeWriter:
 
     def ensure_tables(self, names: Iterable[str] | None = None) -> list[str]:
         """Create missing tables; add columns the contract gained since (no data rewrite). Idempotent."""
-        with contextlib.suppress(NamespaceAlreadyExistsError):
+        try:
             self.catalog.create_namespace(NAMESPACE)
+        except NamespaceAlreadyExistsError:
+            pass
+        except IntegrityError:
+            # SqlCatalog checks, then inserts: a replica that inserted first in between makes ours a
+            # unique violation (the driver's error, not NamespaceAlreadyExistsError).
+            if not self.catalog.namespace_exists(NAMESPACE):
+                raise
         done = []
         for name in names or TABLES:
             self._ensure(name)
