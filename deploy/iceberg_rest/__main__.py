@@ -1,14 +1,13 @@
 """`python -m deploy.iceberg_rest fetch` resolves the jars; `... run [--port P] [--home DIR]` serves a REST
-catalog in the foreground until Ctrl-C (then K2_CATALOG_TYPE=rest K2_CATALOG_URI=<printed uri>)."""
+catalog in the foreground until Ctrl-C / SIGTERM (then K2_CATALOG_TYPE=rest K2_CATALOG_URI=<printed uri>)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 from pathlib import Path
 
 from deploy.iceberg_rest.server import LocalRestCatalog, fetch_jars
+from deploy.local.postgres import wait_for_stop
 
 
 def main() -> None:
@@ -26,8 +25,7 @@ def main() -> None:
         print(
             f"K2_CATALOG_TYPE=rest K2_CATALOG_URI={catalog.uri} K2_WAREHOUSE={catalog.warehouse}", flush=True
         )
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        wait_for_stop()
 
 
 if __name__ == "__main__":

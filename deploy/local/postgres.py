@@ -252,8 +252,20 @@ class LocalPostgres:
             return "(no log)"
 
 
-if __name__ == "__main__":  # manual check: start, print the URI, wait for Ctrl-C, stop
+def wait_for_stop() -> None:
+    """Block until SIGINT or SIGTERM. The handlers are set here: a background job may have inherited
+    SIGINT ignored, and SIGTERM would otherwise end Python without stopping the server."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+if __name__ == "__main__":  # a server for manual use: start, print the URI, stop on Ctrl-C / SIGTERM
     with LocalPostgres() as pg:
-        print(pg.uri, flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+        print(f"K2_CATALOG_URI={pg.uri}", flush=True)
+        wait_for_stop()

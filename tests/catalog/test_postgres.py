@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psycopg2
 import pyarrow as pa
@@ -24,7 +25,9 @@ from services.common.settings import K2Settings
 from services.common.tables import NAMESPACE, SILVER_DLQ, SILVER_TRADES, bronze_table, gold_table
 from services.common.topics import OHLCV, RAW_TOPICS, TRADES, TRADES_DLQ
 from services.lakewriter.convert import trade_row
+from services.lakewriter.maintenance import Maintainer
 from services.lakewriter.offsets import table_offsets
+from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import Batch, LakeWriter
 from services.query.app import create_app
 from services.query.settings import QuerySettings
@@ -221,3 +224,32 @@ async def test_racing_commits_resolve_on_postgres(
         expected_tuple(t) for t in trades
     )
     assert len(table.metadata.snapshots) == 2
+    # The loser had written its metadata file before its update failed: one file no metadata log names.
+    metadata_dir = Path(urlparse(table.location()).path) / "metadata"
+    named = [table.metadata_location, *(entry.metadata_file for entry in table.metadata.metadata_log)]
+    lost = {p.name for p in metadata_dir.glob("*.metadata.json")} - {
+        Path(urlparse(m).path).name for m in named
+    }
+    assert len(lost) == 1
+
+    # Maintenance through the same catalog: compaction commits, snapshots expire, orphans (the loser's
+    # metadata file among them) go; the rows and the recorded offsets stay exactly as they were.
+    maintenance = LakewriterSettings(
+        data_dir=tmp_path,
+        catalog_uri=pg_uri,
+        warehouse=settings.warehouse,
+        lakewriter_compact_min_files=2,
+        lakewriter_expire_keep_days=0,
+        lakewriter_expire_keep_last=1,
+        lakewriter_orphan_min_age_hours=0,
+    )
+    report = Maintainer(LakeWriter(open_catalog(maintenance)), maintenance).run([SILVER_TRADES]).tables[0]
+    assert report.files_compacted > report.files_written > 0
+    assert report.snapshots_expired == 2
+    assert report.orphans_removed > 0 and not (metadata_dir / lost.pop()).exists()
+    table = catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")
+    assert len(table.metadata.snapshots) == 1
+    assert table_offsets(table) == {(TRADES, 0): 200, (TRADES, 1): 200}
+    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == sorted(
+        expected_tuple(t) for t in trades
+    )

@@ -16,7 +16,10 @@ from services.common.schemas import Candle
 from services.common.settings import K2Settings
 from services.common.tables import NAMESPACE, SILVER_TRADES, gold_table
 from services.common.topics import OHLCV, TRADES
+from services.lakewriter.maintenance import Maintainer
 from services.lakewriter.offsets import table_offsets
+from services.lakewriter.settings import LakewriterSettings
+from services.lakewriter.writer import LakeWriter, append_trades
 from services.query.app import create_app
 from services.query.settings import QuerySettings
 from tests.kafka_helpers import end_offsets, produce, wait_for
@@ -118,3 +121,26 @@ async def test_lakewriter_through_rest_catalog(
         assert sorted((r["close"], r["volume"]) for r in ohlcv) == sorted(
             (c.close, c.volume) for c in latest.values()
         )
+
+    # One more append (a second file in every partition), then maintenance through the REST catalog:
+    # compaction, expiry and orphan removal leave exactly the rows and the recorded offsets.
+    extra = make_trades(60, seed=43, start_id=1_000_000)
+    append_trades(catalog, extra)
+    maintenance = LakewriterSettings(
+        catalog_type="rest",
+        catalog_uri=rest_catalog.uri,
+        warehouse=rest_catalog.warehouse,
+        lakewriter_compact_min_files=2,
+        lakewriter_expire_keep_days=0,
+        lakewriter_expire_keep_last=1,
+        lakewriter_orphan_min_age_hours=0,
+    )
+    report = Maintainer(LakeWriter(open_catalog(maintenance)), maintenance).run([SILVER_TRADES]).tables[0]
+    assert report.files_compacted > report.files_written > 0
+    assert report.snapshots_expired > 0 and report.orphans_removed > 0
+    table = catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")
+    assert len(table.metadata.snapshots) == 1
+    assert table_offsets(table) == ends
+    assert sorted(trade_tuple(r) for r in rows(catalog, SILVER_TRADES)) == sorted(
+        expected_tuple(t) for t in trades + extra
+    )
