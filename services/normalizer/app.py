@@ -58,8 +58,15 @@ def create_app(settings: NormalizerSettings) -> StreamApp:
     return StreamApp(config, processor, m.TRANSACTION_SECONDS)
 
 
-async def report_lag(app: StreamApp, interval: float = 5.0) -> None:
+async def report_lag(app: StreamApp, interval: float = 1.0) -> None:
+    """Lag and ownership gauges; a partition handed to another worker leaves the lag gauge."""
+    reported: set[tuple[str, str]] = set()
     while True:
-        for tp, lag in app.lag().items():
-            m.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        lags = {(tp.topic, str(tp.partition)): lag for tp, lag in app.lag().items()}
+        for labels in reported - lags.keys():
+            m.CONSUMER_LAG.remove(*labels)
+        for labels, lag in lags.items():
+            m.CONSUMER_LAG.labels(*labels).set(lag)
+        reported = set(lags)
+        m.ASSIGNED_PARTITIONS.set(app.assigned())
         await asyncio.sleep(interval)

@@ -57,12 +57,19 @@ BATCH_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "k2_normalizer_consumer_lag_messages",
-    "Highwater − position per assigned partition",
+    "Last stable offset − committed position per assigned partition",
     ["topic", "partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "k2_normalizer_assigned_partitions", "Input partitions (raw and parsed) this worker owns now"
 )
 TRANSACTION_SECONDS = Histogram(
     "k2_normalizer_transaction_seconds",
     "Time from the first output sent to the commit of a partition's Kafka transaction",
     buckets=LATENCY_BUCKETS,
 )
-TRANSACTIONS = Counter("k2_normalizer_transactions_total", "Kafka transactions committed", ["stage"])
+TRANSACTIONS = Counter(
+    "k2_normalizer_transactions_total",
+    "Input batches committed (one transaction holds every batch queued while the one before it committed)",
+    ["stage"],
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 
@@ -71,8 +72,8 @@ class ParseProcessor:
     def tick(self) -> list[Output]:
         return []
 
-    def committed(self) -> None:
-        m.TRANSACTIONS.labels("parse").inc()
+    def after_commit(self) -> Callable[[], None]:
+        return _count_parse_batch
 
     def _one(self, record: Record, outputs: list[Output]) -> None:
         exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
@@ -274,12 +275,19 @@ class DedupProcessor:
     def tick(self) -> list[Output]:
         return []
 
-    def committed(self) -> None:
-        """The batch's trades are visible downstream: count them and their latency."""
-        m.TRANSACTIONS.labels("dedup").inc()
+    def after_commit(self) -> Callable[[], None]:
         published, self._published = self._published, []
-        if not published:
-            return
+        return lambda: _count_published(published)
+
+
+def _count_parse_batch() -> None:
+    m.TRANSACTIONS.labels("parse").inc()
+
+
+def _count_published(published: list[tuple[str, int, int]]) -> None:
+    """A batch's trades are visible downstream: count them and their latency."""
+    m.TRANSACTIONS.labels("dedup").inc()
+    if published:
         now_us = time.time_ns() // 1000
         counts: dict[str, int] = {}
         for exchange, exchange_ts, received_at in published:

@@ -17,8 +17,9 @@ async def main() -> None:
     settings = OhlcvSettings()
     setup_logging(settings.log_level, "ohlcv")
     serve_metrics("ohlcv", settings.metrics_port, settings.metrics_host)
-    app = create_app(settings)
-    live = LivePublisher(app, settings.kafka_bootstrap, f"{settings.ohlcv_app_id}-live")
+    wake_live = asyncio.Event()
+    app = create_app(settings, on_update=wake_live.set)
+    live = LivePublisher(app, settings.kafka_bootstrap, f"{settings.ohlcv_app_id}-live", wake_live)
     UP.labels("ohlcv").set(1)
     tasks = [
         asyncio.ensure_future(live.run(tick_seconds(settings))),

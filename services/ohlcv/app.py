@@ -14,8 +14,10 @@ plain idempotent producer as soon as a batch is applied, throttled per candle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -43,9 +45,16 @@ class CandleProcessor:
     """Candles of one partition: applies trades, closes windows, emits finals and state changes."""
 
     def __init__(
-        self, partition: int, config: EngineConfig, changelog: str, grace_s: float, state: dict[bytes, bytes]
+        self,
+        partition: int,
+        config: EngineConfig,
+        changelog: str,
+        grace_s: float,
+        state: dict[bytes, bytes],
+        on_update: Callable[[], None] | None = None,
     ) -> None:
         self.partition = partition
+        self.on_update = on_update  # open candles changed: the live publisher may have updates due
         self.changelog = changelog
         self.grace_s = grace_s
         self.state = PartitionState(partition, config, time.monotonic())
@@ -74,6 +83,8 @@ class CandleProcessor:
         state.close_due()
         outputs = self._outputs()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        if self.on_update is not None and state.live_dirty:
+            self.on_update()
         return outputs
 
     def tick(self) -> list[Output]:
@@ -88,13 +99,20 @@ class CandleProcessor:
             return []  # a moved idle watermark alone is not worth a transaction: it is recomputed
         return self._outputs()
 
-    def committed(self) -> None:
-        now_s = time.time()
+    def after_commit(self) -> Callable[[], None] | None:
         finals, self._finals = self._finals, []
-        for timeframe, revision, end_us in finals:
-            metrics.CANDLES_OUT.labels(timeframe, "final" if revision == 0 else "revision").inc()
-            if revision == 0:
-                metrics.CLOSE_LATENCY.labels(timeframe).observe(max(0.0, now_s - end_us / 1e6 - self.grace_s))
+        if not finals:
+            return None
+        grace_s = self.grace_s
+
+        def count() -> None:
+            now_s = time.time()
+            for timeframe, revision, end_us in finals:
+                metrics.CANDLES_OUT.labels(timeframe, "final" if revision == 0 else "revision").inc()
+                if revision == 0:
+                    metrics.CLOSE_LATENCY.labels(timeframe).observe(max(0.0, now_s - end_us / 1e6 - grace_s))
+
+        return count
 
     def _outputs(self) -> list[Output]:
         """Finals of the closed candles, then every state change (same transaction)."""
@@ -113,34 +131,51 @@ class CandleProcessor:
 
 
 class LivePublisher:
-    """Sends throttled snapshots of changed open candles to market.crypto.ohlcv.live."""
+    """Sends throttled snapshots of changed open candles to market.crypto.ohlcv.live.
 
-    def __init__(self, app: StreamApp, bootstrap: str, client_id: str) -> None:
+    Woken by `wake` when a batch changed candles, and otherwise exactly when the next throttled
+    candle may be sent: a live update is never held longer than its candle's interval requires."""
+
+    def __init__(
+        self, app: StreamApp, bootstrap: str, client_id: str, wake: asyncio.Event | None = None
+    ) -> None:
         self.app = app
+        self.wake = wake or asyncio.Event()
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, client_id=client_id, **PRODUCER_DEFAULTS
+            bootstrap_servers=bootstrap, client_id=client_id, **{**PRODUCER_DEFAULTS, "linger_ms": 0}
         )
 
-    async def run(self, interval: float) -> None:
+    async def run(self, max_wait: float) -> None:
         await self.producer.start()
         try:
             while True:
-                await self.publish()
-                await asyncio.sleep(interval)
+                self.wake.clear()  # before publishing: a batch applied meanwhile wakes the next pass
+                next_due = await self.publish()
+                delay = max_wait if next_due is None else min(max_wait, next_due - time.monotonic())
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), delay)
         finally:
             await self.producer.stop()
 
-    async def publish(self) -> None:
+    async def publish(self) -> float | None:
+        """Send the due updates; returns when the next throttled one is due (monotonic), if any."""
         now = time.monotonic()
+        next_due: float | None = None
         for _tp, processor in self.app.processors():
             assert isinstance(processor, CandleProcessor)
-            for candle in processor.state.live_due(now):
+            state = processor.state
+            for candle in state.live_due(now):
                 snapshot = candle.to_candle(-1)
                 await self.producer.send(OHLCV_LIVE, snapshot.encode(), key=snapshot.live_key.encode())
                 metrics.CANDLES_OUT.labels(candle.timeframe, "live").inc()
+            if state.live_next_due is not None and (next_due is None or state.live_next_due < next_due):
+                next_due = state.live_next_due
+        return next_due
 
 
-def create_app(settings: OhlcvSettings) -> StreamApp:
+def create_app(settings: OhlcvSettings, on_update: Callable[[], None] | None = None) -> StreamApp:
+    """The worker's stream app; `on_update` is called when a batch changed open candles."""
     config = EngineConfig(
         grace_us=int(settings.ohlcv_grace_seconds * 1_000_000),
         idle_timeout=settings.ohlcv_idle_timeout_seconds,
@@ -150,7 +185,9 @@ def create_app(settings: OhlcvSettings) -> StreamApp:
     changelog = state_changelog(settings.ohlcv_app_id)
 
     def processor(tp: TopicPartition, state: dict[bytes, bytes]) -> CandleProcessor:
-        candles = CandleProcessor(tp.partition, config, changelog.name, settings.ohlcv_grace_seconds, state)
+        candles = CandleProcessor(
+            tp.partition, config, changelog.name, settings.ohlcv_grace_seconds, state, on_update
+        )
         log.info(
             "partition %d: %d candles loaded, watermark %s",
             tp.partition,

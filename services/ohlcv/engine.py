@@ -50,6 +50,7 @@ class PartitionState:
         self._closed_heap: list[tuple[int, str]] = []  # (window end, key) of closed candles
         self.pending: set[str] = set()  # closed candles whose content is not published yet
         self.live_dirty: set[str] = set()  # open candles changed since their last live update
+        self.live_next_due: float | None = None  # when the next of them may be sent (by live_due)
         self.persist_dirty: set[str] = set()  # candles to write to the changelog
         self.tombstones: set[str] = set()
         self.watermark_dirty = False
@@ -237,6 +238,7 @@ class PartitionState:
 
     def live_due(self, now_mono: float, force: bool = False) -> list[CandleState]:
         """Open candles changed since their last live update and allowed to send one now."""
+        self.live_next_due = None
         if not self.live_dirty:
             return []
         interval = self.config.live_interval
@@ -249,6 +251,8 @@ class PartitionState:
                 candle.live_sent = now_mono
                 self.live_dirty.discard(key)
                 due.append(candle)
+            elif self.live_next_due is None or candle.live_sent + interval < self.live_next_due:
+                self.live_next_due = candle.live_sent + interval
         return due
 
     # -- persistence ---------------------------------------------------------------------------

@@ -45,8 +45,8 @@ class Counter:
     def tick(self) -> list[Output]:
         return []
 
-    def committed(self) -> None:
-        pass
+    def after_commit(self) -> None:
+        return None
 
 
 @pytest.fixture

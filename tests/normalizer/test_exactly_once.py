@@ -107,6 +107,14 @@ async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(
     with a, b:
         a.wait_http(url_a)
         b.wait_http(url_b)
+
+        async def both_assigned() -> bool:  # else the first to join may do all the work alone
+            return (
+                _metric(url_a, "k2_normalizer_assigned_partitions") >= 1
+                and _metric(url_b, "k2_normalizer_assigned_partitions") >= 1
+            )
+
+        await wait_for(both_assigned, timeout=60, message="both workers to own partitions")
         first, expected, bad = _inputs(1, IDS // 2)
         for exchange, records in first.items():
             await produce(bootstrap, RAW_TOPICS[exchange], records)

@@ -278,6 +278,7 @@ async def test_metrics_are_served(running, topics: str) -> None:
         "k2_normalizer_exchange_to_normalized_seconds_bucket",
         "k2_normalizer_received_to_normalized_seconds_bucket",
         "k2_normalizer_transactions_total",
+        "k2_normalizer_assigned_partitions",
     ):
         assert name in text, name
     assert _metric(text, "k2_normalizer_trades_out_total", exchange="kraken") >= 1
@@ -288,3 +289,8 @@ async def test_metrics_are_served(running, topics: str) -> None:
         return "k2_normalizer_consumer_lag_messages{" in scrape(url)
 
     await wait_for(lag_reported, timeout=20, message="consumer lag gauge")
+
+    async def owns_all() -> bool:  # the only worker: 9 raw + 6 parsed partitions
+        return _metric(scrape(url), "k2_normalizer_assigned_partitions") == 15
+
+    await wait_for(owns_all, timeout=20, message="the assigned-partitions gauge to count all 15")
