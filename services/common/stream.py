@@ -91,9 +91,11 @@ class StreamConfig:
     batch_max: int = 2000
     # records processed but not yet committed (all partitions) before fetching waits for a commit
     queue_max: int = 1000
-    # consumer prefetch bounds: per partition and per fetch response (memory under a backlog)
-    partition_fetch_bytes: int = 1024 * 1024
-    fetch_max_bytes: int = 16 * 1024 * 1024
+    # consumer prefetch per partition and per fetch response (aiokafka's response cap; the 4 MiB per
+    # partition measured ~10 % more throughput than 1 MiB, same peak RSS: the queue bound is what
+    # keeps memory flat)
+    partition_fetch_bytes: int = 4 * 1024 * 1024
+    fetch_max_bytes: int = 50 * 1024 * 1024
     poll_ms: int = 10
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 15_000
