@@ -313,7 +313,9 @@ def _hist_quantile(metrics: dict[str, float], name: str, q: float) -> float | No
     return None
 
 
-def latency(broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batch: int) -> dict[str, Any]:
+def latency(
+    broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batch: int, warmup: float = 0.0
+) -> dict[str, Any]:
     proc, url = _worker(broker, data_dir, "bench-latency", batch)
     proc.start()
     try:
@@ -322,7 +324,9 @@ def latency(broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batc
         maker = FrameMaker()
         maker.ids = {k: 10**8 for k in BINANCE + KRAKEN + COINBASE}  # above the throughput run's ids
         asyncio.run(_warmup(broker.bootstrap, url, maker))
-        # the live run continues the warm-up's trade ids: lower ids would be dropped as duplicates
+        # the live runs continue the warm-up's trade ids: lower ids would be dropped as duplicates
+        if warmup > 0:  # steady state first: a just-started broker's JIT stretches the tail
+            asyncio.run(_live(broker.bootstrap, rate, warmup, maker))
         lat, sent = asyncio.run(_live(broker.bootstrap, rate, seconds, maker))
         metrics = parse_metrics(scrape(url))
         peak = (proc_rss(proc.pid) or (0, 0))[1] if proc.pid else 0
@@ -331,6 +335,7 @@ def latency(broker: LocalBroker, data_dir: Path, rate: int, seconds: float, batc
         return {
             "rate": rate,
             "seconds": seconds,
+            "warmup_seconds": warmup,
             "load_average": os.getloadavg(),
             "sent_trades": sent,
             "received_downstream": len(lat),
@@ -381,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rate", type=int, default=1000, help="trades/s of the live latency run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the live latency run")
+    parser.add_argument(
+        "--warmup", type=float, default=30.0, help="seconds of live traffic before the latency is measured"
+    )
     parser.add_argument("--batch", type=int, default=2000, help="K2_NORMALIZER_BATCH_MAX of the workers")
     parser.add_argument("--within-ms", type=int, default=10, help="K2_NORMALIZER_BATCH_WITHIN_MS")
     args = parser.parse_args(argv)
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start(wait=True)
         asyncio.run(ensure_topics(broker.bootstrap))
         # latency first, on empty topics: a new consumer group starts at the earliest offset
-        results["latency"] = latency(broker, tmp, args.rate, args.seconds, args.batch)
+        results["latency"] = latency(broker, tmp, args.rate, args.seconds, args.batch, args.warmup)
         asyncio.run(_reset_raw(broker.bootstrap))
         results["throughput"] = throughput(broker, tmp, args.trades, args.batch)
     finally:
