@@ -89,8 +89,10 @@ class StreamConfig:
     changelog: TopicSpec | None = None  # state topic, co-partitioned with the stateful inputs
     stateful_topics: frozenset[str] = frozenset()  # inputs whose partition N keeps state in changelog N
     batch_max: int = 2000
-    # records processed but not yet committed (all partitions) before fetching waits for a commit
-    queue_max: int = 1000
+    # processed, not yet committed (all partitions; input records + outputs) before fetching waits for
+    # the commit round in flight: with at most ~one batch queued behind the round, memory stays near
+    # two batches' worth even when one raw frame fans out into hundreds of trades
+    queue_max: int = 2000
     # consumer prefetch per partition and per fetch response (aiokafka's response cap; the 4 MiB per
     # partition measured ~10 % more throughput than 1 MiB, same peak RSS: the queue bound is what
     # keeps memory flat)
@@ -113,7 +115,7 @@ class _Pending:
 
     outputs: list[Output]
     next_offset: int | None  # the input offset after it (None: a tick)
-    records: int  # input records it covers (the queue bound)
+    weight: int  # input records + outputs (the queue bound)
     done: Callable[[], None] | None  # after it committed
     settle: bool = False  # only a position past records never handed over: a plain offset commit
 
@@ -127,7 +129,7 @@ class _Partition:
     epoch: int  # when it was (re)opened: a batch handed over before that is from a stale position
     next_offset: int = 0  # processed: records below it are done or queued
     queue: list[_Pending] = field(default_factory=list)
-    queued_records: int = 0
+    queued: int = 0  # weight of the queue
     committing: asyncio.Task[bool] | None = None  # its transaction in the current round
     failed: bool = False  # processing raised: its records are skipped until the reset reopens it
     closed: bool = False  # dropped: its queue is abandoned
@@ -283,16 +285,16 @@ class StreamApp:
                 self._fail(part, self.config.retry_seconds)
                 continue
             part.next_offset = fresh[-1].offset + 1
-            self._enqueue(part, _Pending(outputs, part.next_offset, len(fresh), done))
+            self._enqueue(part, _Pending(outputs, part.next_offset, len(fresh) + len(outputs), done))
 
     def _enqueue(self, part: _Partition, pending: _Pending) -> None:
         part.queue.append(pending)
-        part.queued_records += pending.records
+        part.queued += pending.weight
         if self._rounds is None or self._rounds.done():
             self._rounds = asyncio.ensure_future(self._commit_rounds())
 
     def _backlogged(self) -> bool:
-        return sum(part.queued_records for part in self._partitions.values()) >= self.config.queue_max
+        return sum(part.queued for part in self._partitions.values()) >= self.config.queue_max
 
     def _fail(self, part: _Partition, delay: float) -> None:
         """Skip the partition's records from now on and reset it (state and position) after `delay`,
@@ -324,7 +326,7 @@ class StreamApp:
 
     async def _commit_queued(self, part: _Partition) -> bool:
         pending, part.queue = part.queue, []
-        part.queued_records = 0
+        part.queued = 0
         return await self._commit(part, pending)
 
     async def _tick_loop(self) -> None:
@@ -344,7 +346,7 @@ class StreamApp:
                             self._fail(part, self.config.retry_seconds)
                             continue
                         if outputs or done is not None:
-                            self._enqueue(part, _Pending(outputs, None, 0, done))
+                            self._enqueue(part, _Pending(outputs, None, len(outputs), done))
             except Exception:  # a tick must never end the loop
                 log.exception("tick failed")
 
