@@ -58,6 +58,19 @@ def fetch_jars(quiet: bool = True) -> Path:
     return LIBS_DIR
 
 
+def s3_properties(endpoint: str, access_key_id: str, secret_access_key: str, region: str) -> dict[str, str]:
+    """Catalog properties that make the server read and write an s3:// warehouse (Iceberg's S3FileIO,
+    path-style requests) at an S3-compatible endpoint such as MinIO or deploy/s3proxy."""
+    return {
+        "io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+        "s3.endpoint": endpoint,
+        "s3.path-style-access": "true",
+        "s3.access-key-id": access_key_id,
+        "s3.secret-access-key": secret_access_key,
+        "client.region": region,
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,11 +84,22 @@ class LocalRestCatalog:
     `<home>/warehouse`); both stay after `stop()`, so a restarted server sees the same tables."""
 
     def __init__(
-        self, home: Path, port: int | None = None, warehouse: Path | None = None, heap: str = "256m"
+        self,
+        home: Path,
+        port: int | None = None,
+        warehouse: Path | str | None = None,
+        heap: str = "256m",
+        properties: dict[str, str] | None = None,
     ) -> None:
+        """`warehouse`: a local folder, or an `s3://bucket/prefix` URI; then `properties` must give the
+        server an S3 FileIO (see `s3_properties`). `properties` are extra catalog properties."""
         self.home = Path(home).resolve()
         self.port = port or _free_port()
-        self.warehouse_dir = Path(warehouse).resolve() if warehouse else self.home / "warehouse"
+        self.warehouse_uri = warehouse if isinstance(warehouse, str) and "://" in warehouse else None
+        self.warehouse_dir = (
+            self.home / "warehouse" if warehouse is None or self.warehouse_uri else Path(warehouse).resolve()
+        )
+        self.properties = dict(properties or {})
         self.heap = heap
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -86,7 +110,7 @@ class LocalRestCatalog:
 
     @property
     def warehouse(self) -> str:
-        return f"file://{self.warehouse_dir}"
+        return self.warehouse_uri or f"file://{self.warehouse_dir}"
 
     @property
     def log_file(self) -> Path:
@@ -96,7 +120,8 @@ class LocalRestCatalog:
         if self.proc is not None:
             return self
         libs = fetch_jars()
-        self.warehouse_dir.mkdir(parents=True, exist_ok=True)
+        if self.warehouse_uri is None:
+            self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         # The fixture turns every CATALOG_* variable into a catalog property: pass only ours.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")}
@@ -107,6 +132,9 @@ class LocalRestCatalog:
                 "CATALOG_WAREHOUSE": self.warehouse,
             }
         )
+        # The fixture maps CATALOG_A_B__C to the property a.b-c.
+        for key, value in self.properties.items():
+            env["CATALOG_" + key.replace("-", "__").replace(".", "_").upper()] = value
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["java", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-cp", f"{libs}/*", MAIN_CLASS],

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.expressions import AlwaysTrue
-from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import ArrowScan, PyArrowFileIO, _dataframe_to_data_files
 from pyiceberg.table import Table
 from sqlalchemy.exc import OperationalError
 
@@ -217,7 +217,7 @@ class Maintainer:
     def remove_orphans(self, name: str, report: TableReport) -> None:
         table = self.writer.table(name)
         referenced = _referenced(table)
-        fs, root = pafs.FileSystem.from_uri(table.location())
+        fs, root = _filesystem(table)
         min_age = time.time() - self.settings.lakewriter_orphan_min_age_hours * 3600
         try:
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
@@ -234,6 +234,15 @@ class Maintainer:
             report.orphan_bytes += info.size or 0
         if report.orphans_removed:
             log.info("%s: removed %d orphan file(s)", name, report.orphans_removed)
+
+
+def _filesystem(table: Table) -> tuple[pafs.FileSystem, str]:
+    """The table's own pyarrow filesystem (its FileIO's: an s3:// location gets the catalog's s3.endpoint
+    and keys) and the location's path in it; a bare `from_uri` would ask AWS for an s3:// location."""
+    if isinstance(table.io, PyArrowFileIO):
+        scheme, netloc, path = PyArrowFileIO.parse_location(table.location(), table.io.properties)
+        return table.io.fs_by_scheme(scheme, netloc), path
+    return pafs.FileSystem.from_uri(table.location())
 
 
 def _norm(path: str) -> str:
