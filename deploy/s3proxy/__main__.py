@@ -17,7 +17,7 @@ def main() -> None:
     run = sub.add_parser("run", help="run an S3 server in the foreground")
     run.add_argument("--port", type=int, default=9000)
     run.add_argument("--home", type=Path, default=Path(".data/s3proxy"), help="blobs/ (one folder a bucket)")
-    run.add_argument("--bucket", default="k2", help="bucket to create (if missing) for the warehouse")
+    run.add_argument("--bucket", default="k2-lake", help="bucket to create (if missing) for the warehouse")
     args = parser.parse_args()
     if args.command == "fetch":
         print(fetch_jars(quiet=False))
