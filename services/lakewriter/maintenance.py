@@ -265,6 +265,9 @@ def _referenced(table: Table) -> set[str]:
                 continue
             seen_manifests.add(manifest.manifest_path)
             refs.add(_norm(manifest.manifest_path))
-            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+            # live entries only: a DELETED entry records a removal; a snapshot that still reads the
+            # file lists it as ADDED/EXISTING in its own manifests (else compaction's replaced files
+            # would be kept forever)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
                 refs.add(_norm(entry.data_file.file_path))
     return refs
