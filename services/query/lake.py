@@ -19,7 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import duckdb
 from pyiceberg.catalog import Catalog
@@ -142,6 +144,34 @@ class LRU:
                 self._size -= dropped
 
 
+def configure_s3(con: duckdb.DuckDBPyConnection, settings: QuerySettings) -> None:
+    """Let DuckDB read s3:// data files with the catalog's endpoint and keys (a warehouse on S3/MinIO).
+
+    httpfs comes from the pinned duckdb-extension-httpfs wheel and is loaded from its path: extension
+    downloads are off (autoinstall) and would need the internet."""
+    import duckdb_extension_httpfs
+
+    found = sorted(Path(duckdb_extension_httpfs.__file__).parent.glob("extensions/*/httpfs.duckdb_extension"))
+    if not found:
+        raise RuntimeError("duckdb-extension-httpfs holds no httpfs.duckdb_extension")
+    con.execute(f"LOAD '{_sql_text(str(found[-1]))}'")
+    options = {"TYPE": "s3", "REGION": settings.s3_region, "URL_STYLE": "path"}
+    if settings.s3_access_key_id:
+        options |= {"KEY_ID": settings.s3_access_key_id, "SECRET": settings.s3_secret_access_key}
+    if settings.s3_endpoint:
+        endpoint = urlparse(settings.s3_endpoint)
+        options |= {"ENDPOINT": endpoint.netloc or endpoint.path}
+        use_ssl = "true" if endpoint.scheme == "https" else "false"
+    else:
+        use_ssl = "true"
+    body = ", ".join(f"{key} '{_sql_text(value)}'" for key, value in options.items())
+    con.execute(f"CREATE OR REPLACE SECRET k2_warehouse ({body}, USE_SSL {use_ssl})")
+
+
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
 def _file_path(location: str) -> str:
     return location[len("file://") :] if location.startswith("file://") else location
 
@@ -161,6 +191,8 @@ class Lake:
         )
         self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute("SET parquet_metadata_cache = true")
+        if settings.s3_endpoint or settings.resolved_warehouse.startswith(("s3://", "s3a://")):
+            configure_s3(self.con, settings)
         self.executor = ThreadPoolExecutor(settings.query_workers, thread_name_prefix="duckdb")
         self._tables: dict[str, Table] = {}
         self._tables_lock = threading.Lock()

@@ -1,14 +1,18 @@
 """The lake writer with an s3:// warehouse on a real S3 server (S3Proxy, a JVM serving the S3 API over a
 local folder): K2_WAREHOUSE=s3://... plus the K2_S3_* settings alone switch it. Data and metadata files go
-through S3 requests (none lands in the local warehouse); silver reads back exactly through pyiceberg, and
-maintenance (compaction, expiry, orphan removal) works on the bucket. The same through Iceberg's REST
-catalog fixture server, which then writes the table metadata to the bucket itself (S3FileIO)."""
+through S3 requests (none lands in the local warehouse); silver reads back exactly through pyiceberg and
+through the query service (DuckDB's httpfs), and maintenance (compaction, expiry, orphan removal) works
+on the bucket. The same through Iceberg's REST catalog fixture server, which then writes the table
+metadata to the bucket itself (S3FileIO)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+from fastapi.testclient import TestClient
 from pyarrow import fs as pafs
+from pyarrow import ipc
 from pyiceberg.catalog.rest import RestCatalog
 
 from deploy.iceberg_rest.server import LocalRestCatalog, s3_properties
@@ -21,6 +25,8 @@ from services.lakewriter.maintenance import Maintainer
 from services.lakewriter.offsets import table_offsets
 from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import LakeWriter, append_trades
+from services.query.app import create_app
+from services.query.settings import QuerySettings
 from tests.kafka_helpers import end_offsets, produce, wait_for
 from tests.lakewriter.helpers import (
     count,
@@ -33,6 +39,7 @@ from tests.lakewriter.helpers import (
 )
 
 BUCKET = "k2-lake"
+RANGE = {"start": "2025-11-24T00:00:00Z", "end": "2025-11-27T00:00:00Z"}  # the helpers' trades
 WAREHOUSE = f"s3://{BUCKET}/warehouse"
 
 
@@ -99,6 +106,29 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
     for path in [table.metadata_location, *data_files]:
         assert stored.get(path.removeprefix("s3://"), 0) > 0, path
     assert not (data_dir / "warehouse").exists()
+
+    # The query service reads the same files from the bucket (DuckDB's httpfs, the same settings alone).
+    query = QuerySettings(
+        data_dir=data_dir,
+        warehouse=WAREHOUSE,
+        s3_endpoint=s3.endpoint,
+        s3_access_key_id=s3.access_key_id,
+        s3_secret_access_key=s3.secret_access_key,
+        s3_region=s3.region,
+        query_rate_limit_per_s=0.0,
+        query_refresh_s=0.2,
+    )
+    with TestClient(create_app(query)) as client:
+
+        def export() -> pa.Table:
+            response = client.get("/v1/trades", params={**RANGE, "format": "arrow"})
+            assert response.status_code == 200, response.text
+            return ipc.open_stream(response.content).read_all() if response.content else pa.table({})
+
+        await wait_for(lambda: export().num_rows == len(trades), timeout=30, message="query reads s3://")
+        served = export().to_pylist()
+    assert sorted(trade_tuple(r) for r in served) == sorted(expected_tuple(t) for t in trades)
+    assert sum(r["price"] for r in served) == sum(t.price for t in trades)
 
     # One more append (a second file per partition), then maintenance on the bucket: compaction, expiry
     # and orphan removal keep exactly the rows and the recorded offsets, and delete objects from S3.
