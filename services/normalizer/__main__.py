@@ -6,6 +6,7 @@ import asyncio
 
 import uvloop
 
+from services.common.gctuning import tune_for_latency
 from services.common.logs import setup_logging
 from services.common.metrics import UP, serve_metrics
 from services.common.stream import run_until_signalled
@@ -16,6 +17,7 @@ from services.normalizer.settings import NormalizerSettings
 async def main() -> None:
     settings = NormalizerSettings()
     setup_logging(settings.log_level, "normalizer")
+    tune_for_latency()
     serve_metrics("normalizer", settings.metrics_port, settings.metrics_host)
     app = create_app(settings)
     UP.labels("normalizer").set(1)

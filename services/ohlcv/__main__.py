@@ -6,6 +6,7 @@ import asyncio
 
 import uvloop
 
+from services.common.gctuning import tune_for_latency
 from services.common.logs import setup_logging
 from services.common.metrics import UP, serve_metrics
 from services.common.stream import run_until_signalled
@@ -16,6 +17,7 @@ from services.ohlcv.settings import OhlcvSettings
 async def main() -> None:
     settings = OhlcvSettings()
     setup_logging(settings.log_level, "ohlcv")
+    tune_for_latency()
     serve_metrics("ohlcv", settings.metrics_port, settings.metrics_host)
     wake_live = asyncio.Event()
     app = create_app(settings, on_update=wake_live.set)
