@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from deploy import jvm
+from services.common.metrics import free_port
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("K2_ICEBERG_REST_CACHE", HERE / ".cache"))
@@ -35,27 +35,7 @@ class RestCatalogError(RuntimeError):
 
 def fetch_jars(quiet: bool = True) -> Path:
     """Resolve the server's jars into the cache (once per pom content); return the folder holding them."""
-    marker = LIBS_DIR / ".complete"
-    if marker.exists() and marker.read_text() == POM.read_text():
-        return LIBS_DIR
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            raise RestCatalogError(
-                f"`{tool}` is not on PATH: the REST catalog server needs Java 17+ and Maven"
-            )
-    if LIBS_DIR.exists():
-        shutil.rmtree(LIBS_DIR)
-    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime"]
-    cmd.append(f"-DoutputDirectory={LIBS_DIR}")
-    if quiet:
-        cmd.insert(1, "-q")
-    result = subprocess.run(cmd, capture_output=quiet, text=True)
-    if result.returncode != 0:
-        raise RestCatalogError(
-            f"maven could not resolve the REST catalog jars:\n{result.stdout}\n{result.stderr}"
-        )
-    marker.write_text(POM.read_text())
-    return LIBS_DIR
+    return jvm.fetch_jars(POM, LIBS_DIR, "the REST catalog server", RestCatalogError, quiet)
 
 
 def s3_properties(endpoint: str, access_key_id: str, secret_access_key: str, region: str) -> dict[str, str]:
@@ -69,12 +49,6 @@ def s3_properties(endpoint: str, access_key_id: str, secret_access_key: str, reg
         "s3.secret-access-key": secret_access_key,
         "client.region": region,
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalRestCatalog:
@@ -94,7 +68,7 @@ class LocalRestCatalog:
         """`warehouse`: a local folder, or an `s3://bucket/prefix` URI; then `properties` must give the
         server an S3 FileIO (see `s3_properties`). `properties` are extra catalog properties."""
         self.home = Path(home).resolve()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.warehouse_uri = warehouse if isinstance(warehouse, str) and "://" in warehouse else None
         self.warehouse_dir = (
             self.home / "warehouse" if warehouse is None or self.warehouse_uri else Path(warehouse).resolve()
@@ -153,14 +127,7 @@ class LocalRestCatalog:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (the JVM stops Jetty), SIGKILL if it lingers. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        jvm.stop_process(proc, timeout)
 
     def __enter__(self) -> LocalRestCatalog:
         return self.start()

@@ -19,7 +19,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 
 import psycopg2
+
+from services.common.metrics import free_port
 
 DEFAULT_USER = "postgres"
 
@@ -56,12 +57,6 @@ def find_bin_dir() -> Path:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalPostgres:
     """One PostgreSQL server for tests: `start()`, `uri`, `stop()` (or use it as a context manager)."""
 
@@ -73,7 +68,7 @@ class LocalPostgres:
         run_as: str | None = None,
         bin_dir: Path | None = None,
     ) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.database = database
         self.user = user  # the database superuser initdb creates
         # The OS user the server runs as: ourselves, unless we are root (then the `postgres` user).

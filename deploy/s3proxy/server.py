@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from deploy import jvm
+from services.common.metrics import free_port
 
 HERE = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("K2_S3PROXY_CACHE", HERE / ".cache"))
@@ -50,30 +50,8 @@ class S3ProxyError(RuntimeError):
 
 
 def fetch_jars(quiet: bool = True) -> Path:
-    """Resolve S3Proxy's jars into the cache (once per pom content); return the folder holding them."""
-    marker = LIBS_DIR / ".complete"
-    if marker.exists() and marker.read_text() == POM.read_text():
-        return LIBS_DIR
-    for tool in ("java", "mvn"):
-        if shutil.which(tool) is None:
-            raise S3ProxyError(f"`{tool}` is not on PATH: S3Proxy needs Java 17+ and Maven")
-    if LIBS_DIR.exists():
-        shutil.rmtree(LIBS_DIR)
-    cmd = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime"]
-    cmd.append(f"-DoutputDirectory={LIBS_DIR}")
-    if quiet:
-        cmd.insert(1, "-q")
-    result = subprocess.run(cmd, capture_output=quiet, text=True)
-    if result.returncode != 0:
-        raise S3ProxyError(f"maven could not resolve the S3Proxy jars:\n{result.stdout}\n{result.stderr}")
-    marker.write_text(POM.read_text())
-    return LIBS_DIR
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Resolve the server's jars into the cache (once per pom content); return the folder holding them."""
+    return jvm.fetch_jars(POM, LIBS_DIR, "S3Proxy", S3ProxyError, quiet)
 
 
 class LocalS3:
@@ -91,7 +69,7 @@ class LocalS3:
         heap: str = "256m",
     ) -> None:
         self.home = Path(home).resolve()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.region = REGION
@@ -177,14 +155,7 @@ class LocalS3:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM, SIGKILL if it lingers. Idempotent."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        jvm.stop_process(proc, timeout)
 
     def __enter__(self) -> LocalS3:
         return self.start()

@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 import psycopg2
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pytest
 from fastapi.testclient import TestClient
 from pyiceberg.catalog.sql import SqlCatalog
@@ -31,7 +30,8 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import Batch, LakeWriter
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.kafka_helpers import end_offsets, produce, wait_for
+from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     BASE_US,
     count,
@@ -44,7 +44,6 @@ from tests.lakewriter.helpers import (
 )
 
 MINUTE = 60_000_000
-RANGE = {"start": "2025-11-24T00:00:00Z", "end": "2025-11-27T00:00:00Z"}
 
 
 def candle(i: int, revision: int) -> Candle:
@@ -108,15 +107,7 @@ async def test_lakewriter_on_postgres(fresh_topics: str, k2_env: dict[str, str],
             timeout=120,
             message="silver, gold, bronze and dlq rows in the PostgreSQL catalog",
         )
-        ends = await end_offsets(fresh_topics, TRADES)
-        await wait_for(
-            lambda: (
-                table_offsets(catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}"))
-                == {(TRADES, p): o for p, o in ends.items() if o}
-            ),
-            timeout=30,
-            message="silver's snapshot summary to record the topic's end offsets",
-        )
+        await wait_offsets_recorded(catalog, fresh_topics)
 
     # pyiceberg: exact rows and decimals, one visible row per candle (its latest revision).
     silver = rows(catalog, SILVER_TRADES)
@@ -151,9 +142,7 @@ async def test_lakewriter_on_postgres(fresh_topics: str, k2_env: dict[str, str],
     with TestClient(create_app(query)) as client:
 
         def export(path: str) -> pa.Table:
-            response = client.get(path, params={**RANGE, "format": "arrow"})
-            assert response.status_code == 200, response.text
-            return ipc.open_stream(response.content).read_all() if response.content else pa.table({})
+            return arrow_export(client, path)
 
         await wait_for(
             lambda: export("/v1/trades").num_rows == len(trades), timeout=30, message="query sees silver"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 from fastapi.testclient import TestClient
 from pyiceberg.catalog.rest import RestCatalog
 
@@ -22,7 +21,8 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import LakeWriter, append_trades
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.kafka_helpers import end_offsets, produce, wait_for
+from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     BASE_US,
     count,
@@ -35,7 +35,6 @@ from tests.lakewriter.helpers import (
 )
 
 MINUTE = 60_000_000
-RANGE = {"start": "2025-11-24T00:00:00Z", "end": "2025-11-27T00:00:00Z"}
 
 
 def candle(i: int, revision: int) -> Candle:
@@ -73,12 +72,7 @@ async def test_lakewriter_through_rest_catalog(
             timeout=120,
             message="silver and gold rows through the REST catalog",
         )
-        ends = {(TRADES, p): o for p, o in (await end_offsets(fresh_topics, TRADES)).items() if o}
-        await wait_for(
-            lambda: table_offsets(catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")) == ends,
-            timeout=30,
-            message="silver's snapshot summary to record the topic's end offsets",
-        )
+        ends = await wait_offsets_recorded(catalog, fresh_topics)
 
     silver = rows(catalog, SILVER_TRADES)
     assert sorted(trade_tuple(r) for r in silver) == sorted(expected_tuple(t) for t in trades)
@@ -108,9 +102,7 @@ async def test_lakewriter_through_rest_catalog(
     with TestClient(create_app(query)) as client:
 
         def export(path: str) -> pa.Table:
-            response = client.get(path, params={**RANGE, "format": "arrow"})
-            assert response.status_code == 200, response.text
-            return ipc.open_stream(response.content).read_all() if response.content else pa.table({})
+            return arrow_export(client, path)
 
         await wait_for(
             lambda: export("/v1/trades").num_rows == len(trades), timeout=30, message="query sees silver"

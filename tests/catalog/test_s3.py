@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow as pa
 from fastapi.testclient import TestClient
 from pyarrow import fs as pafs
-from pyarrow import ipc
 from pyiceberg.catalog.rest import RestCatalog
 
 from deploy.iceberg_rest.server import LocalRestCatalog, s3_properties
@@ -27,7 +26,8 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import LakeWriter, append_trades
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.kafka_helpers import end_offsets, produce, wait_for
+from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     count,
     expected_tuple,
@@ -39,7 +39,6 @@ from tests.lakewriter.helpers import (
 )
 
 BUCKET = "k2-lake"
-RANGE = {"start": "2025-11-24T00:00:00Z", "end": "2025-11-27T00:00:00Z"}  # the helpers' trades
 WAREHOUSE = f"s3://{BUCKET}/warehouse"
 
 
@@ -84,12 +83,7 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
             timeout=120,
             message="silver rows in the s3:// warehouse",
         )
-        ends = {(TRADES, p): o for p, o in (await end_offsets(fresh_topics, TRADES)).items() if o}
-        await wait_for(
-            lambda: table_offsets(catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")) == ends,
-            timeout=30,
-            message="silver's snapshot summary to record the topic's end offsets",
-        )
+        ends = await wait_offsets_recorded(catalog, fresh_topics)
 
     # pyiceberg reads every row back through S3, exactly.
     silver = rows(catalog, SILVER_TRADES)
@@ -121,9 +115,7 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
     with TestClient(create_app(query)) as client:
 
         def export() -> pa.Table:
-            response = client.get("/v1/trades", params={**RANGE, "format": "arrow"})
-            assert response.status_code == 200, response.text
-            return ipc.open_stream(response.content).read_all() if response.content else pa.table({})
+            return arrow_export(client, "/v1/trades")
 
         await wait_for(lambda: export().num_rows == len(trades), timeout=30, message="query reads s3://")
         served = export().to_pylist()
