@@ -1,14 +1,18 @@
 """What the project's local JVM servers share (the REST catalog fixture, S3Proxy): their jars resolved
-from a pinned pom into a git-ignored cache, and stopping a server process.
+from a pinned pom into a git-ignored cache, waiting until a server answers, and stopping it.
 
 The Kafka broker (deploy/kafka) keeps its own copy of the resolution: it predates this module and adds
 a version check of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 
@@ -44,3 +48,38 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) ->
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def wait_http(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    what: str,
+    error: type[Exception],
+    log_file: Path,
+    any_answer: bool = False,
+) -> None:
+    """Until GET `url` answers 200 (with `any_answer`, any HTTP status: an unsigned request's 403 is an
+    answer too); `error` with the log's tail if the process exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise error(f"{what} exited with {proc.returncode}:\n{log_tail(log_file)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError:
+            if any_answer:
+                return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise error(f"{what} did not answer {url} in {timeout}s ({last}):\n{log_tail(log_file)}")
+
+
+def log_tail(log_file: Path, lines: int = 30) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"

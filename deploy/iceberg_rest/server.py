@@ -11,11 +11,8 @@ Used by the REST catalog tests (tests/catalog) and `python -m deploy.iceberg_res
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -139,26 +136,7 @@ class LocalRestCatalog:
 
     def _wait_ready(self, timeout: float) -> None:
         """Until GET /v1/config answers 200 (the JVM and Jetty take a few seconds)."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RestCatalogError(
-                    f"REST catalog exited with {self.proc.returncode}:\n{self._log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.uri}/v1/config", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise RestCatalogError(
-            f"REST catalog did not answer /v1/config in {timeout}s ({last}):\n{self._log_tail()}"
+        assert self.proc is not None
+        jvm.wait_http(
+            self.proc, f"{self.uri}/v1/config", timeout, "REST catalog", RestCatalogError, self.log_file
         )
-
-    def _log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"

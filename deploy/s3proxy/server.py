@@ -11,12 +11,8 @@ Used by the S3 warehouse tests (tests/catalog) and `python -m deploy.s3proxy`.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
@@ -167,23 +163,7 @@ class LocalS3:
 
     def _wait_ready(self, timeout: float) -> None:
         """Until the endpoint answers HTTP at all (an unsigned GET / gets a 403: that is an answer)."""
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise S3ProxyError(f"S3Proxy exited with {self.proc.returncode}:\n{self._log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/", timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return
-            except OSError as exc:
-                last = exc
-            time.sleep(0.2)
-        raise S3ProxyError(f"S3Proxy did not answer in {timeout}s ({last}):\n{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        return "(no log)"
+        assert self.proc is not None
+        jvm.wait_http(
+            self.proc, f"{self.endpoint}/", timeout, "S3Proxy", S3ProxyError, self.log_file, any_answer=True
+        )
