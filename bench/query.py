@@ -11,7 +11,10 @@ and a time limit):
   trades_10k_cold  GET /v1/trades, 10,000 rows, a different range every time (never cached: DuckDB)
   candles_cached   GET /v1/ohlcv/1h, one symbol, one day (24 rows), cached     target >= 1,000 req/s
 
-plus the same queries from one client (service time without queueing). Client and
+plus the same queries from one client (service time without queueing). Clients offer gzip
+(Accept-Encoding: gzip, as browsers, requests and httpx do): cached answers go out precompressed
+(services/query/hotpath.py) and latency is to the last byte as sent. The `_identity` scenarios repeat
+the two latency targets for a client that offers no compression (the whole JSON on the wire). Client and
 server share this machine's cores: the table shows the CPU seconds each used. Prints a table and
 writes bench-results/query.json.
 """
@@ -91,18 +94,20 @@ def scenarios(port: int, server_pid: int, concurrency: int, scale: float) -> dic
             assert httpx.get(f"http://127.0.0.1:{port}{target}", timeout=60).status_code == 200
     n = lambda count: max(50, int(count * scale))  # noqa: E731
     plan = {
-        "candles_1m_day_single_client": ([day_1m], 1, n(1000), 10, 1440),
-        "candles_1m_day": ([day_1m], concurrency, n(20_000), 20, 1440),
-        "trades_10k_single_client": ([trades], 1, n(300), 10, 10_000),
-        "trades_10k": ([trades], concurrency, n(5000), 20, 10_000),
-        "trades_10k_cold_single_client": (cold[-500:], 1, n(100), 10, 10_000),
-        "trades_10k_cold": (cold, concurrency, n(300), 20, 10_000),
-        "candles_cached": ([hour], concurrency, n(50_000), 20, 24),
+        "candles_1m_day_single_client": ([day_1m], 1, n(1000), 10, 1440, True),
+        "candles_1m_day": ([day_1m], concurrency, n(20_000), 20, 1440, True),
+        "candles_1m_day_identity": ([day_1m], concurrency, n(20_000), 20, 1440, False),
+        "trades_10k_single_client": ([trades], 1, n(300), 10, 10_000, True),
+        "trades_10k": ([trades], concurrency, n(5000), 20, 10_000, True),
+        "trades_10k_identity": ([trades], concurrency, n(5000), 20, 10_000, False),
+        "trades_10k_cold_single_client": (cold[-500:], 1, n(100), 10, 10_000, True),
+        "trades_10k_cold": (cold, concurrency, n(300), 20, 10_000, True),
+        "candles_cached": ([hour], concurrency, n(50_000), 20, 24, True),
     }
     out = {}
-    for name, (targets, clients, count, seconds, rows) in plan.items():
+    for name, (targets, clients, count, seconds, rows, accept_gzip) in plan.items():
         cpu0 = cpu_seconds(server_pid)
-        result = run_load(Load("127.0.0.1", port, targets, clients, count, seconds, rows))
+        result = run_load(Load("127.0.0.1", port, targets, clients, count, seconds, rows, accept_gzip))
         result["server_cpu_s"] = round(cpu_seconds(server_pid) - cpu0, 2)
         result["load_avg_1m"] = round(os.getloadavg()[0], 2)
         out[name] = result

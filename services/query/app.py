@@ -80,6 +80,17 @@ class MetricsMiddleware:
             metrics.LATENCY.labels(label).observe(time.perf_counter() - started)
 
 
+class QueryAPI(FastAPI):
+    """FastAPI whose cached answers leave before its middleware stack (services/query/hotpath.py)."""
+
+    hot: hotpath.HotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot is not None and await self.hot.serve(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def _lake(request: Request) -> Lake:
     return request.app.state.lake
 
@@ -125,9 +136,12 @@ async def _cached_json(
     body, rows = hit
     metrics.ROWS.labels(_route(request)).inc(rows)
     if hot is not None:
-        entry = hotpath.Entry(body, rows, request.scope.get("route"), str(hot.snapshot_id or "").encode())
         fast_key = hotpath.key_of(request.scope["path"], request.scope["query_string"], hot.snapshot_id)
-        lake.responses.put(fast_key, entry, len(body) + 300)
+        if lake.responses.peek(fast_key) is None:
+            entry = hotpath.Entry(body, rows, request.scope.get("route"), str(hot.snapshot_id or "").encode())
+            # room for the gzip form the fast path may add (~1/5 of the body)
+            lake.responses.put(fast_key, entry, len(body) + len(body) // 4 + 300)
+        headers = {**(headers or {}), "Vary": "Accept-Encoding"}
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -478,7 +492,7 @@ def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) 
             if own:
                 the_lake.close()
 
-    app = FastAPI(
+    app = QueryAPI(
         title="K2 query API",
         version="0.1.0",
         lifespan=lifespan,
@@ -529,8 +543,7 @@ def create_app(settings: QuerySettings | None = None, lake: Lake | None = None) 
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry()), media_type=CONTENT_TYPE_LATEST)
 
-    # Added first = innermost: cached answers still pass CORS and the metrics middleware.
-    app.add_middleware(hotpath.HotPath, owner=app)
+    app.hot = hotpath.HotPath(app)
     origins = settings.cors_origins()
     if origins:
         app.add_middleware(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
+
+import pytest
 from fastapi.testclient import TestClient
 
 from bench.query_data import DAY0_US, make_trades
 from services.common.catalog import open_catalog
 from services.lakewriter.writer import append_trades
 from services.query.app import create_app
+from services.query.hotpath import accepts_gzip
 from services.query.lake import LRU
 from services.query.settings import QuerySettings
 from services.query.shared_buckets import SharedTokenBuckets
@@ -17,11 +21,20 @@ from tests.query.conftest import build_lake, settings_for
 DAY = {"exchange": "binance", "symbol": "BTC/USDT", "start": "2024-03-01", "end": "2024-03-02"}
 
 
-def _result_misses(client: TestClient) -> float:
+def _metric(client: TestClient, sample: str) -> float:
     for line in client.get("/metrics").text.splitlines():
-        if line.startswith('k2_query_cache_misses_total{cache="result"}'):
+        if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def _result_misses(client: TestClient) -> float:
+    return _metric(client, 'k2_query_cache_misses_total{cache="result"}')
+
+
+CANDLE_REQUESTS = 'k2_query_requests_total{route="/v1/ohlcv/{timeframe}",status="200"}'
+CANDLE_LATENCIES = 'k2_query_request_duration_seconds_count{route="/v1/ohlcv/{timeframe}"}'
+CANDLE_ROWS = 'k2_query_rows_returned_total{route="/v1/ohlcv/{timeframe}"}'
 
 
 def test_a_repeated_read_is_served_without_the_route_and_is_identical(client):
@@ -30,8 +43,15 @@ def test_a_repeated_read_is_served_without_the_route_and_is_identical(client):
     lake = client.app.state.lake
     lake.results = LRU(lake.results.max_size, "result")  # forget the route's cache: a route call would miss
     misses = _result_misses(client)
+    counted = [_metric(client, name) for name in (CANDLE_REQUESTS, CANDLE_LATENCIES, CANDLE_ROWS)]
     again = client.get("/v1/ohlcv/1m", params=DAY)
     assert again.content == first.content
+    # counted like any request: one more request and latency sample, its rows
+    assert [_metric(client, name) for name in (CANDLE_REQUESTS, CANDLE_LATENCIES, CANDLE_ROWS)] == [
+        counted[0] + 1,
+        counted[1] + 1,
+        counted[2] + first.json()["count"],
+    ]
     assert (
         again.headers["x-k2-snapshot-id"]
         == first.headers["x-k2-snapshot-id"]
@@ -41,6 +61,60 @@ def test_a_repeated_read_is_served_without_the_route_and_is_identical(client):
     assert _result_misses(client) == misses  # answered by the fast path, not by DuckDB
     metrics = client.get("/metrics").text
     assert 'k2_query_requests_total{route="/v1/ohlcv/{timeframe}",status="200"}' in metrics
+
+
+# a query string no other test of the module's shared client asks for
+GZIP_DAY = {**DAY, "end": "2024-03-01T23:00:00Z"}
+
+
+def _raw_get(client: TestClient, accept_encoding: str | None):
+    """A GET whose body is left as sent (httpx would otherwise ask for gzip and inflate it)."""
+    headers = {"Accept-Encoding": accept_encoding or "identity"}
+    with client.stream("GET", "/v1/ohlcv/1m", params=GZIP_DAY, headers=headers) as response:
+        return response.status_code, response.headers, b"".join(response.iter_raw())
+
+
+async def test_a_repeated_read_goes_out_gzipped_to_a_client_that_accepts_it(client):
+    _, plain_headers, plain = _raw_get(client, None)  # stored by the route; sent as it is
+    assert plain_headers["vary"] == "Accept-Encoding" and "content-encoding" not in plain_headers
+    [(entry, _size)] = [v for k, v in client.app.state.lake.responses._data.items() if b"T23" in k[1]]
+    assert entry.gzipped is None  # nothing compressed for a query asked once
+
+    # the first repeat that offers gzip starts the compression; later ones get it
+    def gzipped_answer():
+        status, headers, body = _raw_get(client, "br;q=1.0, gzip;q=0.8")
+        assert status == 200 and headers["vary"] == "Accept-Encoding"
+        return (headers, body) if headers.get("content-encoding") == "gzip" else None
+
+    await wait_for(gzipped_answer, timeout=10, interval=0.05, message="a gzipped answer")
+    headers, body = gzipped_answer()
+    assert int(headers["content-length"]) == len(body) < len(plain) / 3
+    assert gzip.decompress(body) == plain
+    # refused (q=0) or not offered: the identity body
+    for refusal in ("gzip;q=0", "deflate", None):
+        status, headers, body = _raw_get(client, refusal)
+        assert status == 200 and "content-encoding" not in headers and body == plain
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, GZIP;q=0.5", True),
+        ("*", True),
+        ("x-gzip", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=nonsense", False),
+        ("identity", False),
+        ("gzipped", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_accept_encoding_is_read_as_rfc_9110_says(header, accepted):
+    assert accepts_gzip(header) is accepted
 
 
 def test_only_deterministic_reads_enter_the_fast_path(client):
