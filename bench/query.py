@@ -95,7 +95,7 @@ def scenarios(port: int, server_pid: int, concurrency: int, scale: float) -> dic
     n = lambda count: max(50, int(count * scale))  # noqa: E731
     plan = {
         "candles_1m_day_single_client": ([day_1m], 1, n(1000), 10, 1440, True),
-        "candles_1m_day": ([day_1m], concurrency, n(20_000), 20, 1440, True),
+        "candles_1m_day": ([day_1m], concurrency, n(60_000), 20, 1440, True),
         "candles_1m_day_identity": ([day_1m], concurrency, n(20_000), 20, 1440, False),
         "trades_10k_single_client": ([trades], 1, n(300), 10, 10_000, True),
         "trades_10k": ([trades], concurrency, n(5000), 20, 10_000, True),
