@@ -62,21 +62,22 @@ class Entry:
 
 
 def accepts_gzip(accept_encoding: str | None) -> bool:
-    """Whether an Accept-Encoding header admits gzip (RFC 9110 §12.5.3: `gzip` or `*`, q > 0)."""
-    if not accept_encoding:
-        return False
-    for item in accept_encoding.split(","):
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 §12.5.3: `gzip` with q > 0, or else
+    `*` with q > 0; a malformed q admits nothing)."""
+    weights: dict[str, float] = {}
+    for item in (accept_encoding or "").split(","):
         coding, _, params = item.partition(";")
-        if coding.strip().lower() not in ("gzip", "x-gzip", "*"):
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
             continue
         q = params.strip().lower()
-        if not q.startswith("q="):
-            return True
         try:
-            return float(q[2:]) > 0
+            weights[coding] = float(q[2:]) if q.startswith("q=") else 1.0
         except ValueError:
-            return False
-    return False
+            weights[coding] = 0.0
+    named = [weights[c] for c in ("gzip", "x-gzip") if c in weights]
+    weight = max(named) if named else weights.get("*", 0.0)
+    return weight > 0
 
 
 def cacheable(params: dict[str, Any]) -> bool:
