@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 from deploy import jvm
+from deploy.local_server import LocalServer
 from services.common.metrics import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +48,7 @@ def s3_properties(endpoint: str, access_key_id: str, secret_access_key: str, reg
     }
 
 
-class LocalRestCatalog:
+class LocalRestCatalog(LocalServer):
     """One REST catalog server: `start()`, `uri`, `warehouse`, `stop()` (or use it as a context manager).
 
     Its JDBC catalog (`catalog.db`) lives in `home`, the table files under `warehouse` (default
@@ -125,14 +125,6 @@ class LocalRestCatalog:
         """SIGTERM (the JVM stops Jetty), SIGKILL if it lingers. Idempotent."""
         proc, self.proc = self.proc, None
         jvm.stop_process(proc, timeout)
-
-    def __enter__(self) -> LocalRestCatalog:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _wait_ready(self, timeout: float) -> None:
         """Until GET /v1/config answers 200 (the JVM and Jetty take a few seconds)."""

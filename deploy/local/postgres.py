@@ -23,10 +23,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psycopg2
 
+from deploy.local_server import LocalServer
 from services.common.metrics import free_port
 
 DEFAULT_USER = "postgres"
@@ -57,7 +57,7 @@ def find_bin_dir() -> Path:
     )
 
 
-class LocalPostgres:
+class LocalPostgres(LocalServer):
     """One PostgreSQL server for tests: `start()`, `uri`, `stop()` (or use it as a context manager)."""
 
     def __init__(
@@ -185,14 +185,6 @@ class LocalPostgres:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None
         atexit.unregister(self.stop)
-
-    def __enter__(self) -> LocalPostgres:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 from deploy import jvm
+from deploy.local_server import LocalServer
 from services.common.metrics import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,7 @@ def fetch_jars(quiet: bool = True) -> Path:
     return jvm.fetch_jars(POM, LIBS_DIR, "S3Proxy", S3ProxyError, quiet)
 
 
-class LocalS3:
+class LocalS3(LocalServer):
     """One S3 server: `start()`, `endpoint`, `env()`, `create_bucket()`, `stop()` (or a context manager).
 
     Buckets are folders under `<home>/blobs` and stay after `stop()`, so a restarted server serves the
@@ -152,14 +152,6 @@ class LocalS3:
         """SIGTERM, SIGKILL if it lingers. Idempotent."""
         proc, self.proc = self.proc, None
         jvm.stop_process(proc, timeout)
-
-    def __enter__(self) -> LocalS3:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def _wait_ready(self, timeout: float) -> None:
         """Until the endpoint answers HTTP at all (an unsigned GET / gets a 403: that is an answer)."""
