@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from deploy import jvm
 from deploy.local_server import LocalServer
@@ -96,20 +97,32 @@ class LocalS3(LocalServer):
             "K2_S3_REGION": self.region,
         }
 
-    def create_bucket(self, name: str) -> None:
-        """Create a bucket through the S3 API (pyarrow's S3 client: a signed PUT /<bucket>)."""
+    def settings(self) -> dict[str, str]:
+        """The same as env(), as K2 settings fields (LakewriterSettings(**s3.settings(), ...))."""
+        return {
+            "s3_endpoint": self.endpoint,
+            "s3_access_key_id": self.access_key_id,
+            "s3_secret_access_key": self.secret_access_key,
+            "s3_region": self.region,
+        }
+
+    def filesystem(self, **options: object) -> Any:
+        """pyarrow's S3 client for this server (signed requests, path-style addressing)."""
         from pyarrow import fs
 
-        s3 = fs.S3FileSystem(
+        return fs.S3FileSystem(
             access_key=self.access_key_id,
             secret_key=self.secret_access_key,
             region=self.region,
             endpoint_override=self.endpoint,
             scheme="http",
             force_virtual_addressing=False,
-            allow_bucket_creation=True,
+            **options,
         )
-        s3.create_dir(name)
+
+    def create_bucket(self, name: str) -> None:
+        """Create a bucket through the S3 API (a signed PUT /<bucket>)."""
+        self.filesystem(allow_bucket_creation=True).create_dir(name)
 
     def start(self, timeout: float = 60.0) -> LocalS3:
         if self.proc is not None:

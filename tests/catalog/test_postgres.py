@@ -30,7 +30,7 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import Batch, LakeWriter
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.catalog.helpers import arrow_export, assert_silver_exactly, wait_offsets_recorded
 from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     BASE_US,
@@ -110,8 +110,7 @@ async def test_lakewriter_on_postgres(fresh_topics: str, k2_env: dict[str, str],
         await wait_offsets_recorded(catalog, fresh_topics)
 
     # pyiceberg: exact rows and decimals, one visible row per candle (its latest revision).
-    silver = rows(catalog, SILVER_TRADES)
-    assert sorted(trade_tuple(r) for r in silver) == sorted(expected_tuple(t) for t in trades)
+    assert_silver_exactly(catalog, trades)
     gold = {r["window_start"]: r for r in rows(catalog, gold_table("1m"))}
     latest: dict[int, Candle] = {}
     for c in candles:

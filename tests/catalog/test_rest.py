@@ -21,7 +21,7 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import LakeWriter, append_trades
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.catalog.helpers import arrow_export, assert_silver_exactly, wait_offsets_recorded
 from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     BASE_US,
@@ -74,9 +74,7 @@ async def test_lakewriter_through_rest_catalog(
         )
         ends = await wait_offsets_recorded(catalog, fresh_topics)
 
-    silver = rows(catalog, SILVER_TRADES)
-    assert sorted(trade_tuple(r) for r in silver) == sorted(expected_tuple(t) for t in trades)
-    assert sum(r["quote_quantity"] for r in silver) == sum(t.quote_quantity for t in trades)
+    assert_silver_exactly(catalog, trades)
     latest: dict[int, Candle] = {}
     for c in candles:
         if c.window_start not in latest or c.revision > latest[c.window_start].revision:

@@ -26,7 +26,7 @@ from services.lakewriter.settings import LakewriterSettings
 from services.lakewriter.writer import LakeWriter, append_trades
 from services.query.app import create_app
 from services.query.settings import QuerySettings
-from tests.catalog.helpers import arrow_export, wait_offsets_recorded
+from tests.catalog.helpers import arrow_export, assert_silver_exactly, wait_offsets_recorded
 from tests.kafka_helpers import produce, wait_for
 from tests.lakewriter.helpers import (
     count,
@@ -44,14 +44,7 @@ WAREHOUSE = f"s3://{BUCKET}/warehouse"
 
 def s3_keys(s3: LocalS3, prefix: str) -> dict[str, int]:
     """Every object under bucket/prefix, as the S3 API lists it: 'bucket/key' → size."""
-    client = pafs.S3FileSystem(
-        access_key=s3.access_key_id,
-        secret_key=s3.secret_access_key,
-        region=s3.region,
-        endpoint_override=s3.endpoint,
-        scheme="http",
-    )
-    infos = client.get_file_info(pafs.FileSelector(prefix, recursive=True))
+    infos = s3.filesystem().get_file_info(pafs.FileSelector(prefix, recursive=True))
     return {i.path: i.size or 0 for i in infos if i.type == pafs.FileType.File}
 
 
@@ -62,10 +55,7 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
     settings = LakewriterSettings(
         data_dir=data_dir,
         warehouse=WAREHOUSE,
-        s3_endpoint=s3.endpoint,
-        s3_access_key_id=s3.access_key_id,
-        s3_secret_access_key=s3.secret_access_key,
-        s3_region=s3.region,
+        **s3.settings(),
         lakewriter_compact_min_files=2,
         lakewriter_expire_keep_days=0,
         lakewriter_expire_keep_last=1,
@@ -86,9 +76,7 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
         ends = await wait_offsets_recorded(catalog, fresh_topics)
 
     # pyiceberg reads every row back through S3, exactly.
-    silver = rows(catalog, SILVER_TRADES)
-    assert sorted(trade_tuple(r) for r in silver) == sorted(expected_tuple(t) for t in trades)
-    assert sum(r["quote_quantity"] for r in silver) == sum(t.quote_quantity for t in trades)
+    assert_silver_exactly(catalog, trades)
 
     # The table's metadata and data files are objects in the bucket (listed through the S3 API), and
     # nothing went to a local warehouse.
@@ -105,10 +93,7 @@ async def test_lakewriter_on_s3_warehouse(fresh_topics: str, k2_env: dict[str, s
     query = QuerySettings(
         data_dir=data_dir,
         warehouse=WAREHOUSE,
-        s3_endpoint=s3.endpoint,
-        s3_access_key_id=s3.access_key_id,
-        s3_secret_access_key=s3.secret_access_key,
-        s3_region=s3.region,
+        **s3.settings(),
         query_rate_limit_per_s=0.0,
         query_refresh_s=0.2,
     )
@@ -155,8 +140,7 @@ async def test_lakewriter_on_rest_catalog_and_s3(
         await produce(fresh_topics, TRADES, trade_records(trades))
         settings = K2Settings(
             data_dir=k2_env["K2_DATA_DIR"], catalog_type="rest", catalog_uri=server.uri, warehouse=WAREHOUSE,
-            s3_endpoint=s3.endpoint, s3_access_key_id=s3.access_key_id,
-            s3_secret_access_key=s3.secret_access_key, s3_region=s3.region,
+            **s3.settings(),
         )  # fmt: skip
         catalog = open_catalog(settings)
         assert isinstance(catalog, RestCatalog)
@@ -167,8 +151,7 @@ async def test_lakewriter_on_rest_catalog_and_s3(
                 timeout=120,
                 message="silver rows through the REST catalog in the s3:// warehouse",
             )
-        silver = rows(catalog, SILVER_TRADES)
-        assert sorted(trade_tuple(r) for r in silver) == sorted(expected_tuple(t) for t in trades)
+        assert_silver_exactly(catalog, trades)
         # The server wrote the metadata file (its S3FileIO), the writer the data files: both in the bucket.
         table = catalog.load_table(f"{NAMESPACE}.{SILVER_TRADES}")
         assert table.metadata_location.startswith(f"{WAREHOUSE}/")
