@@ -9,15 +9,20 @@ This is Kafka's consume-transform-produce pattern as Kafka Streams ran it before
 - each partition's batch is processed as soon as it is fetched and its outputs queue for that
   partition's next transaction; a partition commits one transaction at a time, holding everything
   queued meanwhile: its outputs, its state changes (changelog records) and the next input offset
-  (`send_offsets_to_transaction`): all of it commits or none of it does. Partitions commit
+  (a stateful partition writes it to its changelog, key `@position`, next to its state; a
+  stateless one uses `send_offsets_to_transaction`): all of it commits or none of it does. The
+  changelog way costs a transaction two round trips and one marker fewer; the group's committed
+  offset is then only reported, every `plain_commit_seconds`, for lag tools. Partitions commit
   independently, so a record waits for at most its own partition's transaction in flight, never for
   the slowest partition's (a pipeline per partition; the queue is bounded by pausing the partition);
-- on assignment, after fencing, the partition's state is read back from its changelog partition
-  (read_committed) and its position from the group's committed offset, so state, position and
-  outputs always describe the same point of the input;
+- on assignment, after fencing, the partition's state and position are read back from its changelog
+  partition (read_committed; a stateless partition's position from the group's committed offset), so
+  state, position and outputs always describe the same point of the input;
 - a failed transaction resets the partition the same way (new producer, state and position re-read):
   what was queued is dropped and processed again from the last committed point, its aborted outputs
   never seen.
+- optionally, some inputs (`plain_topics`) are processed at least once instead, without
+  transactions: for a stage whose every output the next, transactional stage de-duplicates.
 
 Why not Faust for this (faust-streaming 0.15.3, measured on this project): its per-event path capped
 the candle service at ~630 trades/s and the normalizer at ~3,300 trades/s on one core; its
@@ -51,6 +56,10 @@ Output = tuple[str, bytes | None, bytes | None, int | None]
 """One record to publish: topic, key, value (None = tombstone), partition (None = by key)."""
 
 Record = ConsumerRecord
+
+POSITION_KEY = b"@position"
+"""Changelog key of a stateful partition's next input offset: it commits in the same transaction as
+the state, so the group's committed offset is only reported (for lag tools), never read back."""
 """An input record (aiokafka's ConsumerRecord: topic, partition, offset, key, value, headers, ...)."""
 
 
@@ -107,6 +116,13 @@ class StreamConfig:
     # read_uncommitted only when re-processing an aborted upstream batch's records is harmless
     # (the normalizer's dedup stage: the re-emitted copies are dropped as duplicates)
     isolation_level: str = "read_committed"
+    # Inputs processed at least once instead: their outputs go out at once through one shared
+    # idempotent producer, and a position is committed (every `plain_commit_seconds`) only once
+    # every output before it is acknowledged. A crash or a reset sends some outputs again, so this
+    # is only for a stage whose every output the next, transactional stage de-duplicates (the
+    # normalizer's parse stage); it saves that stage's transactions: their CPU and their latency.
+    plain_topics: frozenset[str] = frozenset()
+    plain_commit_seconds: float = 0.5
 
 
 @dataclass(slots=True)
@@ -133,6 +149,9 @@ class _Partition:
     committing: asyncio.Task[bool] | None = None  # its transaction in the current round
     failed: bool = False  # processing raised: its records are skipped until the reset reopens it
     closed: bool = False  # dropped: its queue is abandoned
+    plain: bool = False  # at least once (config.plain_topics): producer is the shared one
+    acked: int = 0  # plain: every output of the records below it is acknowledged
+    reported: int = 0  # stateful: the group's committed offset, which only lag tools read
 
     def idle(self) -> bool:
         return not self.queue and (self.committing is None or self.committing.done())
@@ -164,6 +183,7 @@ class StreamApp:
         self._epoch = 0
         self._background: set[asyncio.Task[None]] = set()
         self._rounds: asyncio.Task[None] | None = None  # the commit rounds, while anything is queued
+        self._plain_producer: AIOKafkaProducer | None = None  # idempotent, for config.plain_topics
         self.transactions = 0
         self.resets = 0
 
@@ -195,6 +215,12 @@ class StreamApp:
             # a read_committed fetch may park on the broker until this long: the next stage's latency
             fetch_max_wait_ms=50,
         )
+        if cfg.plain_topics:
+            self._plain_producer = await start_producer(
+                **{k: v for k, v in PRODUCER_DEFAULTS.items() if k != "linger_ms"},
+                linger_ms=0,  # a batch's outputs are sent together anyway: lingering only delays them
+                bootstrap_servers=cfg.bootstrap,
+            )
         self.consumer.subscribe(list(cfg.topics), listener=_Listener(self))
         await self.consumer.start()
 
@@ -202,6 +228,8 @@ class StreamApp:
         """Process batches until stop(); the tick and offset-settling loops run alongside."""
         assert self.consumer is not None, "start() first"
         loops = [asyncio.ensure_future(self._settle_loop())]
+        if self.config.plain_topics or self.config.stateful_topics:
+            loops.append(asyncio.ensure_future(self._positions_loop()))
         if self.config.tick_seconds:
             loops.append(asyncio.ensure_future(self._tick_loop()))
         try:
@@ -243,6 +271,8 @@ class StreamApp:
             await asyncio.gather(self._rounds, return_exceptions=True)
         if self.consumer is not None:
             await self.consumer.stop()
+        if self._plain_producer is not None:
+            await self._plain_producer.stop()
         if self._changelog_reader is not None:
             await self._changelog_reader.stop()
 
@@ -290,6 +320,10 @@ class StreamApp:
     def _enqueue(self, part: _Partition, pending: _Pending) -> None:
         part.queue.append(pending)
         part.queued += pending.weight
+        if part.plain:
+            if part.committing is None or part.committing.done():
+                part.committing = asyncio.ensure_future(self._flush(part))
+            return
         if self._rounds is None or self._rounds.done():
             self._rounds = asyncio.ensure_future(self._commit_rounds())
 
@@ -316,13 +350,49 @@ class StreamApp:
         CONCURRENT_TRANSACTIONS and retries; measured here, 9 producers committing back to back got
         ~50 transactions/s between them, the same 9 in rounds ~300/s."""
         while True:
-            due = [part for part in self._partitions.values() if part.queue and not part.closed]
+            due = [
+                part
+                for part in self._partitions.values()
+                if part.queue and not part.closed and not part.plain
+            ]
             if not due:
                 return
             tasks = [asyncio.ensure_future(self._commit_queued(part)) for part in due]
             for part, task in zip(due, tasks, strict=True):
                 part.committing = task
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _flush(self, part: _Partition) -> None:
+        """A plain partition's sends, one flush at a time (its outputs stay in input order)."""
+        while part.queue and not part.closed and not part.failed:
+            if not await self._commit_queued(part):
+                return
+
+    async def _positions_loop(self) -> None:
+        """Commit the plain partitions' acknowledged positions, all in one request."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.config.plain_commit_seconds)
+            try:
+                async with self._lock:
+                    await self._commit_positions()
+            except Exception as exc:  # e.g. a rebalance in progress: next time
+                log.debug("committing positions skipped: %r", exc)
+
+    async def _commit_positions(self) -> None:
+        assert self.consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for tp, part in self._partitions.items():
+            if part.plain and part.acked > part.position:
+                offsets[tp] = part.acked
+            elif not part.plain and part.position > part.reported:
+                offsets[tp] = part.position
+        if not offsets:
+            return
+        await self.consumer.commit(offsets)
+        for tp, offset in offsets.items():
+            part = self._partitions[tp]
+            part.reported = offset
+            part.position = max(part.position, offset)
 
     async def _commit_queued(self, part: _Partition) -> bool:
         pending, part.queue = part.queue, []
@@ -383,7 +453,11 @@ class StreamApp:
         next_offset = offsets[-1] if offsets else None
         started = time.perf_counter()
         try:
-            if all(item.settle for item in pending):
+            if part.plain:
+                await self._send(part.producer, outputs)
+                if next_offset is not None:
+                    part.acked = next_offset
+            elif all(item.settle for item in pending):
                 assert self.consumer is not None and next_offset is not None
                 await self.consumer.commit({part.tp: next_offset})
             elif outputs or next_offset is not None:
@@ -396,12 +470,22 @@ class StreamApp:
                 log.warning("%s: transaction failed (%r); resetting the partition", _name(part.tp), exc)
                 self._fail(part, 0.0)
             return False
-        if next_offset is not None:
+        if next_offset is not None and not part.plain:
             part.position = next_offset
         for item in pending:
             if item.done is not None:
                 item.done()
         return True
+
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, outputs: Iterable[Output]) -> None:
+        """Send in order and wait until every record is acknowledged (raises if one is not)."""
+        send = producer.send
+        acks = [
+            await send(topic, value, key=key, partition=partition) for topic, key, value, partition in outputs
+        ]
+        if acks:
+            await asyncio.gather(*acks)
 
     async def _transaction(
         self,
@@ -414,7 +498,14 @@ class StreamApp:
             send = producer.send
             for topic, key, value, partition in outputs:
                 await send(topic, value, key=key, partition=partition)
-            if next_offset is not None:
+            if next_offset is None:
+                pass
+            elif self.config.changelog is not None and tp.topic in self.config.stateful_topics:
+                # the position travels with the state: two round trips (AddOffsetsToTxn,
+                # TxnOffsetCommit) and a third transaction marker fewer than send_offsets_to_transaction
+                position = str(next_offset).encode()
+                await send(self.config.changelog.name, position, key=POSITION_KEY, partition=tp.partition)
+            else:
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.config.group_id)
 
     # -- partitions ----------------------------------------------------------------------------
@@ -470,13 +561,16 @@ class StreamApp:
                     await asyncio.wait_for(asyncio.shield(committing), timeout)
                 if part.queue and not part.failed:
                     await asyncio.wait_for(self._commit_queued(part), timeout)
+                if part.plain and part.acked > part.position and self.consumer is not None:
+                    await asyncio.wait_for(self.consumer.commit({tp: part.acked}), timeout)
         part.closed = True
         if committing is not None and not committing.done():
             committing.cancel()
             with contextlib.suppress(BaseException):
                 await committing
-        with contextlib.suppress(Exception):
-            await part.producer.stop()
+        if not part.plain:
+            with contextlib.suppress(Exception):
+                await part.producer.stop()
 
     async def _open_retrying(self, tp: TopicPartition) -> None:
         while not self._stopping.is_set():
@@ -493,7 +587,11 @@ class StreamApp:
 
     async def _fence(self, tp: TopicPartition) -> AIOKafkaProducer:
         """The partition's transactional producer; starting it fences the previous owner and settles
-        (commits or aborts) that owner's open transaction."""
+        (commits or aborts) that owner's open transaction. A plain partition gets the shared
+        producer: nothing to fence, the next stage drops what a stale owner sends again."""
+        if tp.topic in self.config.plain_topics:
+            assert self._plain_producer is not None
+            return self._plain_producer
         return await start_producer(
             **{k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")},
             linger_ms=0,  # the commit sends everything anyway: lingering only delays it
@@ -503,12 +601,14 @@ class StreamApp:
         )
 
     async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
-        """After fencing: state from the changelog, position from the committed offset."""
+        """After fencing: state from the changelog, position from the changelog too (a stateful
+        partition) or else from the group's committed offset."""
         assert self.consumer is not None
         started = time.monotonic()
         try:
             state = await self._recover(tp)
-            committed = await self.consumer.committed(tp)
+            stored = state.pop(POSITION_KEY, None)
+            committed = int(stored) if stored is not None else await self.consumer.committed(tp)
             if committed is None:
                 await self.consumer.seek_to_beginning(tp)
                 position = 0
@@ -517,11 +617,23 @@ class StreamApp:
                 position = committed
             processor = self.factory(tp, state)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            if producer is not self._plain_producer:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
             raise
         self._epoch += 1
-        self._partitions[tp] = _Partition(tp, producer, processor, position, self._epoch, position)
+        plain = tp.topic in self.config.plain_topics
+        self._partitions[tp] = _Partition(
+            tp,
+            producer,
+            processor,
+            position,
+            self._epoch,
+            position,
+            plain=plain,
+            acked=position,
+            reported=committed if stored is None and committed is not None else 0,
+        )
         log.info(
             "%s: taken over at offset %d with %d state records in %.2fs",
             _name(tp),

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.common.kafka import ensure_topics
 from services.common.stream import Output, Record, StreamApp, StreamConfig
@@ -57,21 +57,44 @@ async def names(topics: str) -> dict[str, str]:
     return names
 
 
+class Passthrough:
+    """Stateless: each record's value goes out unchanged."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def process(self, records: list[Record]) -> list[Output]:
+        return [(self.out, record.key, record.value, None) for record in records]
+
+    def tick(self) -> list[Output]:
+        return []
+
+    def after_commit(self) -> None:
+        return None
+
+
 @contextlib.asynccontextmanager
-async def running(bootstrap: str, names: dict[str, str], group: str) -> AsyncIterator[StreamApp]:
+async def running(
+    bootstrap: str, names: dict[str, str], group: str, plain: bool = False
+) -> AsyncIterator[StreamApp]:
+    """A Counter app (transactional, stateful), or with `plain` a Passthrough one (at least once)."""
     changelog = TopicSpec(f"{group}-changelog", 2, "-", "-", cleanup_policy="compact")
 
-    def factory(tp: TopicPartition, state: dict[bytes, bytes]) -> Counter:
+    def factory(tp: TopicPartition, state: dict[bytes, bytes]) -> Counter | Passthrough:
+        if plain:
+            return Passthrough(names["out"])
         return Counter(names["out"], changelog.name, tp.partition, state)
 
     config = StreamConfig(
         bootstrap=bootstrap,
         group_id=group,
         topics=(names["in"],),
-        changelog=changelog,
-        stateful_topics=frozenset({names["in"]}),
+        changelog=None if plain else changelog,
+        stateful_topics=frozenset() if plain else frozenset({names["in"]}),
+        plain_topics=frozenset({names["in"]}) if plain else frozenset(),
         session_timeout_ms=6000,
         retry_seconds=0.1,
+        plain_commit_seconds=0.1,
     )
     app = StreamApp(config, factory)
     await app.start()
@@ -103,6 +126,56 @@ async def test_outputs_once_and_state_survives_a_new_owner(topics: str, names: d
         )
     values = await _outputs(topics, names["out"])
     assert sorted(values) == sorted(k + b":" + str(n).encode() for k in keys for n in range(1, 11))
+
+
+async def test_the_position_is_read_from_the_changelog_not_the_group(
+    topics: str, names: dict[str, str]
+) -> None:
+    """A stateful partition's position commits with its state: the group's committed offset is only
+    reported for lag tools, so a new owner does not go back when that report is behind."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    keys = [f"k{i}".encode() for i in range(6)]
+    ends = {}
+
+    async def reported() -> bool:
+        return await committed_offsets(topics, group) == ends
+
+    async with running(topics, names, group):
+        await produce(topics, names["in"], [(k, b"x", None) for k in keys * 5])
+        ends = {(names["in"], p): end for p, end in (await end_offsets(topics, names["in"])).items()}
+        await wait_for(lambda: _count(topics, names["out"], 30), timeout=60, message="the outputs")
+        await wait_for(reported, timeout=30, message="the group's offsets reported")
+    rewind = AIOKafkaConsumer(bootstrap_servers=topics, group_id=group, enable_auto_commit=False)
+    await rewind.start()
+    try:  # a report that lags far behind (or a tool that reset the group's offsets)
+        partitions = [TopicPartition(names["in"], p) for p in range(2)]
+        rewind.assign(partitions)
+        await rewind.commit({tp: 0 for tp in partitions})
+    finally:
+        await rewind.stop()
+    async with running(topics, names, group):
+        await produce(topics, names["in"], [(b"k0", b"x", None)])
+        await wait_for(lambda: _count(topics, names["out"], 31), timeout=60, message="the new output")
+    assert sorted(await _outputs(topics, names["out"]))[-1] == b"k5:5"
+    assert b"k0:6" in await _outputs(topics, names["out"])
+
+
+async def test_plain_partitions_deliver_everything_and_commit_their_position(
+    topics: str, names: dict[str, str]
+) -> None:
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    values = [f"v{i}".encode() for i in range(50)]
+
+    async def caught_up() -> bool:
+        ends = {(names["in"], p): end for p, end in (await end_offsets(topics, names["in"])).items()}
+        return await committed_offsets(topics, group) == ends
+
+    async with running(topics, names, group, plain=True) as app:
+        await produce(topics, names["in"], [(v, v, None) for v in values])
+        await wait_for(lambda: _count(topics, names["out"], 50), timeout=60, message="the outputs")
+        await wait_for(caught_up, timeout=30, message="the positions committed")
+        assert app.transactions == 0
+    assert sorted(await _outputs(topics, names["out"])) == sorted(values)
 
 
 async def test_a_failing_batch_is_retried_from_the_last_commit(topics: str, names: dict[str, str]) -> None:
