@@ -54,6 +54,7 @@ def create_app(settings: NormalizerSettings) -> StreamApp:
         # batch aborts, stage 1 re-emits the same trades (parsing is deterministic) and dedup drops
         # the copies — and it saves a whole transaction cycle of latency.
         isolation_level="read_uncommitted",
+        plain_topics=frozenset(RAW_TOPICS.values()),
     )
     return StreamApp(config, processor, m.TRANSACTION_SECONDS)
 

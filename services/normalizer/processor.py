@@ -1,9 +1,12 @@
-"""The two stages' per-partition logic: records in → outputs (the stream runtime commits them, with
-the input offsets, in one Kafka transaction per partition and batch; see services/common/stream.py).
+"""The two stages' per-partition logic: records in → outputs (services/common/stream.py sends them).
 
-Stage 1 (raw → parsed): parse frames, dead-letter bad elements, Coinbase sequence and disconnect gaps.
-Stage 2 (parsed → trades): drop duplicates by natural key, report holes in sequential trade ids; its
-state goes to the dedup changelog in the same transaction as the trades it let through.
+Stage 1 (raw → parsed, at least once): parse frames, dead-letter bad elements, Coinbase sequence and
+disconnect gaps. Everything it produces goes to the parsed topic: trades keyed by symbol, dead
+letters and gaps as forwards keyed by their raw partition, each tagged with its place in the raw
+input (offset, slot), so that stage 2 can drop what a restarted or reset stage 1 sends again.
+Stage 2 (parsed → trades, dlq, gaps; one Kafka transaction per partition and batch): drop duplicate
+trades by natural key and repeated forwards by their place, report holes in sequential trade ids;
+its state goes to the dedup changelog in the same transaction as what it let through.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
@@ -27,6 +31,31 @@ from services.normalizer.sequences import SequenceTracker
 
 log = logging.getLogger(__name__)
 EXCHANGE_OF_TOPIC = {topic: exchange for exchange, topic in RAW_TOPICS.items()}
+FORWARD_TOPICS = frozenset({TRADES_DLQ, GAPS})
+
+
+FORWARD_PREFIX = b"@"  # key of a forward on the parsed topic: @<raw topic>:<raw partition>
+SLOT_GAP = 0  # a raw record's forwards: its gap, its dead letters (element index + 2; whole frame: 1)
+SLOT_ERROR = -1  # the dead letter of an unexpected error
+
+
+def forward(
+    record: Record, topic: str, key: str, value: bytes, slot: int, labels: tuple[str, ...], missing: int = 0
+) -> Output:
+    """A dead letter or gap of raw `record`, on its way through stage 2 to `topic`. Its key sends all
+    forwards of one raw partition to one parsed partition, in input order; (offset, slot) says where
+    in the raw input it comes from (deterministic: a repeat of it has the same place)."""
+    envelope = {
+        "to": topic,
+        "key": key,
+        "value": value.decode(),
+        "offset": record.offset,
+        "slot": slot,
+        "labels": labels,  # its metric's labels: counted when stage 2 publishes it
+        "missing": missing,
+    }
+    source = FORWARD_PREFIX + f"{record.topic}:{record.partition}".encode()
+    return (TRADES_PARSED, source, orjson.dumps(envelope), None)
 
 
 class ParseProcessor:
@@ -66,6 +95,7 @@ class ParseProcessor:
                     f"normalizer error: {exc!r}",
                     _text(record.value),
                     -1,
+                    slot=SLOT_ERROR,
                 )
         return outputs
 
@@ -120,7 +150,7 @@ class ParseProcessor:
                     missing=hole.missing,
                     detected_at=received_us,
                 )
-                _gap(outputs, gap)
+                outputs.append(_forward_gap(record, gap))
         if result.trades:
             self._trades[exchange] += len(result.trades)
             for trade in result.trades:
@@ -150,21 +180,19 @@ class ParseProcessor:
             return
         self._frames[(exchange, "marker")] += 1
         self.sequences.reset(marker.connection_id)
-        _gap(
-            outputs,
-            Gap(
-                exchange=exchange,
-                scope="connection",
-                subject=marker.connection_id,
-                kind="disconnect",
-                expected=None,
-                received=None,
-                missing=0,
-                detected_at=received_us,
-                down_from=marker.down_from_ns // 1000,
-                down_to=marker.down_to_ns // 1000,
-            ),
+        gap = Gap(
+            exchange=exchange,
+            scope="connection",
+            subject=marker.connection_id,
+            kind="disconnect",
+            expected=None,
+            received=None,
+            missing=0,
+            detected_at=received_us,
+            down_from=marker.down_from_ns // 1000,
+            down_to=marker.down_to_ns // 1000,
         )
+        outputs.append(_forward_gap(record, gap))
 
     @staticmethod
     def _dead(
@@ -176,8 +204,8 @@ class ParseProcessor:
         detail: str,
         payload: str,
         index: int,
+        slot: int | None = None,
     ) -> None:
-        m.DEAD_LETTERS.labels(exchange, reason).inc()
         letter = DeadLetter(
             source_topic=record.topic,
             source_partition=record.partition,
@@ -189,34 +217,75 @@ class ParseProcessor:
             payload=payload,
             element_index=index,
         )
-        outputs.append((TRADES_DLQ, letter.key.encode(), letter.encode(), None))
+        slot = index + 2 if slot is None else slot
+        outputs.append(forward(record, TRADES_DLQ, letter.key, letter.encode(), slot, (exchange, reason)))
+
+
+def _forward_gap(record: Record, gap: Gap) -> Output:
+    return forward(record, GAPS, gap.key, gap.encode(), SLOT_GAP, (gap.exchange, gap.kind), gap.missing)
 
 
 def _gap(outputs: list[Output], gap: Gap) -> None:
-    m.GAPS.labels(gap.exchange, gap.kind).inc()
-    m.MISSING.labels(gap.exchange).inc(gap.missing)
+    _count_gap([gap.exchange, gap.kind], gap.missing)
     outputs.append((GAPS, gap.key.encode(), gap.encode(), None))
+
+
+def _count_gap(labels: list[str], missing: int) -> None:
+    m.GAPS.labels(*labels).inc()
+    m.MISSING.labels(labels[0]).inc(missing)
 
 
 def _text(value: bytes | None) -> str:
     return (value or b"")[:65536].decode("utf-8", errors="replace")
 
 
+@dataclass(slots=True)
+class ForwardMark:
+    """The furthest place (raw offset, and the slots seen at it) forwarded from one raw partition."""
+
+    offset: int
+    slots: set[int]
+
+    def admit(self, offset: int, slot: int) -> bool:
+        """Whether (offset, slot) is new; records it if so. Stage 1 sends a raw partition's forwards in
+        input order, so anything before the mark was forwarded already (by this or a former run)."""
+        if offset < self.offset or (offset == self.offset and slot in self.slots):
+            return False
+        if offset > self.offset:
+            self.offset, self.slots = offset, set()
+        self.slots.add(slot)
+        return True
+
+    def encode(self) -> bytes:
+        return orjson.dumps([self.offset, sorted(self.slots)])
+
+    @classmethod
+    def decode(cls, value: bytes) -> ForwardMark:
+        offset, slots = orjson.loads(value)
+        return cls(int(offset), {int(slot) for slot in slots})
+
+
 class DedupProcessor:
     """Stage 2 for one parsed partition. Reads only what dedup needs from the parsed Trade JSON (no
-    Decimal work): the published value is the parsed record's bytes, unchanged."""
+    Decimal work): the published value is the parsed record's bytes, unchanged. Forwards (dead
+    letters, gaps) are published once per place in the raw input."""
 
     def __init__(self, partition: int, changelog: str, horizon: int, state: dict[bytes, bytes]) -> None:
         self.partition = partition
         self.changelog = changelog
         self.horizon = horizon
         self.states: dict[str, SymbolState] = {}
+        self.marks: dict[bytes, ForwardMark] = {}
         for key, value in state.items():
+            if key.startswith(FORWARD_PREFIX):
+                self.marks[key] = ForwardMark.decode(value)
+                continue
             name = key.decode()
             self.states[name] = SymbolState.decode(
                 value, horizon, new_state(name.split(":", 1)[0], 1).sequential
             )
         self._published: list[tuple[str, int, int]] = []  # (exchange, exchange_ts, received_at)
+        self._forwarded: list[tuple[str, list[str], int]] = []  # (topic, metric labels, missing)
 
     def process(self, records: list[Record]) -> list[Output]:
         with m.BATCH_SECONDS.labels("dedup").time():
@@ -225,9 +294,14 @@ class DedupProcessor:
     def _process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
         published = self._published = []
+        forwarded = self._forwarded = []
         changed: dict[str, SymbolState] = {}
+        moved: dict[bytes, ForwardMark] = {}
         states = self.states
         for record in records:
+            if record.key is not None and record.key.startswith(FORWARD_PREFIX):
+                self._forward(record, outputs, forwarded, moved)
+                continue
             try:
                 data = orjson.loads(record.value or b"")
                 exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
@@ -270,23 +344,62 @@ class DedupProcessor:
             published.append((exchange, exchange_ts, received_at))
         for key, state in changed.items():
             outputs.append((self.changelog, key.encode(), state.encode(), self.partition))
+        for source, mark in moved.items():
+            outputs.append((self.changelog, source, mark.encode(), self.partition))
         return outputs
+
+    def _forward(
+        self,
+        record: Record,
+        outputs: list[Output],
+        forwarded: list[tuple[str, list[str], int]],
+        moved: dict[bytes, ForwardMark],
+    ) -> None:
+        source = record.key or b""
+        try:
+            envelope = orjson.loads(record.value or b"")
+            topic, key, value = envelope["to"], envelope["key"], envelope["value"]
+            offset, slot = int(envelope["offset"]), int(envelope["slot"])
+            labels, missing = [str(label) for label in envelope["labels"]], int(envelope["missing"])
+            if topic not in FORWARD_TOPICS or not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"not a forward to {sorted(FORWARD_TOPICS)}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            log.error("undecodable forward %s[%d]@%d: %r", record.topic, record.partition, record.offset, exc)
+            return  # only a foreign writer could put this here
+        mark = self.marks.get(source)
+        if mark is None:
+            mark = self.marks[source] = ForwardMark(-1, set())
+        if not mark.admit(offset, slot):
+            m.DUPLICATES.labels(labels[0] if labels else "unknown", "repeat").inc()
+            return
+        moved[source] = mark
+        outputs.append((topic, key.encode(), value.encode(), None))
+        forwarded.append((topic, labels, missing))
 
     def tick(self) -> list[Output]:
         return []
 
     def after_commit(self) -> Callable[[], None]:
         published, self._published = self._published, []
-        return lambda: _count_published(published)
+        forwarded, self._forwarded = self._forwarded, []
+        return lambda: _count_published(published, forwarded)
 
 
 def _count_parse_batch() -> None:
     m.TRANSACTIONS.labels("parse").inc()
 
 
-def _count_published(published: list[tuple[str, int, int]]) -> None:
-    """A batch's trades are visible downstream: count them and their latency."""
+def _count_published(
+    published: list[tuple[str, int, int]], forwarded: list[tuple[str, list[str], int]]
+) -> None:
+    """A batch's trades, dead letters and gaps are visible downstream: count them, and the trades'
+    latency."""
     m.TRANSACTIONS.labels("dedup").inc()
+    for topic, labels, missing in forwarded:
+        if topic == TRADES_DLQ:
+            m.DEAD_LETTERS.labels(*labels).inc()
+        else:
+            _count_gap(labels, missing)
     if published:
         now_us = time.time_ns() // 1000
         counts: dict[str, int] = {}

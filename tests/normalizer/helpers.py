@@ -6,10 +6,13 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from services.common.metrics import free_port
+from services.common.stream import Output
+from services.normalizer.processor import FORWARD_PREFIX
 from tests.kafka_helpers import end_offsets
 from tests.processes import ServiceProcess
 
@@ -77,3 +80,20 @@ def keys_on_distinct_partitions(prefix: str, count: int = 2, partitions: int = 3
         chosen.setdefault(partition_of(key, partitions), key)
         i += 1
     return list(chosen.values())
+
+
+def forwards(outputs: list[Output]) -> list[dict[str, Any]]:
+    """The envelopes of stage 1's forwards (dead letters and gaps on their way through stage 2)."""
+    return [orjson.loads(value) for _t, key, value, _p in outputs if key and key.startswith(FORWARD_PREFIX)]
+
+
+def delivered(outputs: list[Output]) -> list[tuple[str, bytes | None, bytes | None]]:
+    """Stage 1's outputs as stage 2 publishes them: each forward unwrapped to its topic, key, value."""
+    records: list[tuple[str, bytes | None, bytes | None]] = []
+    for topic, key, value, _p in outputs:
+        if key and key.startswith(FORWARD_PREFIX):
+            envelope = orjson.loads(value or b"")
+            records.append((envelope["to"], envelope["key"].encode(), envelope["value"].encode()))
+        else:
+            records.append((topic, key, value))
+    return records

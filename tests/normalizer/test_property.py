@@ -15,6 +15,7 @@ from services.common.topics import GAPS, TRADES_DLQ, TRADES_PARSED
 from services.normalizer.parsers import Lineage, parse_frame
 from services.normalizer.processor import ParseProcessor
 from tests.normalizer.frames import BASE_NS, BASE_US
+from tests.normalizer.helpers import delivered, forwards
 
 INSTRUMENTS = default_instruments()
 LINEAGE = Lineage("t", 0, 0)
@@ -178,12 +179,16 @@ def test_stage_one_never_crashes_on_any_record(
         headers = RawHeaders(BASE_NS, "c", 1, "marker").to_kafka()
     topic = f"market.crypto.trades.{exchange}.raw"
     record = ConsumerRecord(topic, 0, 7, BASE_MS, 0, b"c", frame, None, 1, len(frame), headers)
-    outputs = stage.process([record])
+    sent = stage.process([record])
+    assert {topic for topic, *_ in sent} == ({TRADES_PARSED} if sent else set())
+    places = [(f["offset"], f["slot"]) for f in forwards(sent)]
+    assert len(places) == len(set(places)) and all(offset == 7 for offset, _ in places)  # no repeat
+    outputs = delivered(sent)
     assert {topic for topic, *_ in outputs} <= {TRADES_PARSED, TRADES_DLQ, GAPS}
     try:
         RawHeaders.from_kafka(headers)
     except ValueError:
-        reasons = [(t, DeadLetter.decode(v).reason) for t, _k, v, _p in outputs]
+        reasons = [(t, DeadLetter.decode(v).reason) for t, _k, v in outputs]
         assert reasons == [(TRADES_DLQ, "missing_field")]
         return
     if marker:
