@@ -369,7 +369,8 @@ class StreamApp:
                 return
 
     async def _positions_loop(self) -> None:
-        """Commit the plain partitions' acknowledged positions, all in one request."""
+        """Commit the plain partitions' acknowledged positions and report the stateful ones' (whose
+        positions commit in their changelog) to the group for lag tools, all in one request."""
         while not self._stopping.is_set():
             await asyncio.sleep(self.config.plain_commit_seconds)
             try:
@@ -384,7 +385,7 @@ class StreamApp:
         for tp, part in self._partitions.items():
             if part.plain and part.acked > part.position:
                 offsets[tp] = part.acked
-            elif not part.plain and part.position > part.reported:
+            elif tp.topic in self.config.stateful_topics and part.position > part.reported:
                 offsets[tp] = part.position
         if not offsets:
             return
