@@ -146,11 +146,13 @@ class _Partition:
     next_offset: int = 0  # processed: records below it are done or queued
     queue: list[_Pending] = field(default_factory=list)
     queued: int = 0  # weight of the queue
-    committing: asyncio.Task[bool] | None = None  # its transaction in the current round
+    # its transaction in the current round, or (plain) its flush
+    committing: asyncio.Task[bool] | asyncio.Task[None] | None = None
     failed: bool = False  # processing raised: its records are skipped until the reset reopens it
     closed: bool = False  # dropped: its queue is abandoned
     plain: bool = False  # at least once (config.plain_topics): producer is the shared one
     acked: int = 0  # plain: every output of the records below it is acknowledged
+    inflight: int = 0  # plain: weight sent, not yet acknowledged (the producer holds it in memory)
     reported: int = 0  # stateful: the group's committed offset, which only lag tools read
 
     def idle(self) -> bool:
@@ -248,8 +250,8 @@ class StreamApp:
                     # getmany does not suspend while records are buffered: let the commits run, and
                     # wait for them while a partition has a full queue (memory stays bounded)
                     await asyncio.sleep(0)
-                    while self._rounds is not None and not self._rounds.done() and self._backlogged():
-                        await asyncio.wait([self._rounds], timeout=1.0)
+                    while self._backlogged() and (busy := self._committing()):
+                        await asyncio.wait(busy, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for loop in loops:
                 loop.cancel()
@@ -328,7 +330,13 @@ class StreamApp:
             self._rounds = asyncio.ensure_future(self._commit_rounds())
 
     def _backlogged(self) -> bool:
-        return sum(part.queued for part in self._partitions.values()) >= self.config.queue_max
+        queued = sum(part.queued + part.inflight for part in self._partitions.values())
+        return queued >= self.config.queue_max
+
+    def _committing(self) -> list[asyncio.Task[bool] | asyncio.Task[None]]:
+        """The commit round and the plain partitions' flushes in progress."""
+        tasks = [part.committing for part in self._partitions.values() if part.plain]
+        return [task for task in (self._rounds, *tasks) if task is not None and not task.done()]
 
     def _fail(self, part: _Partition, delay: float) -> None:
         """Skip the partition's records from now on and reset it (state and position) after `delay`,
@@ -397,8 +405,14 @@ class StreamApp:
 
     async def _commit_queued(self, part: _Partition) -> bool:
         pending, part.queue = part.queue, []
-        part.queued = 0
-        return await self._commit(part, pending)
+        weight, part.queued = part.queued, 0
+        if not part.plain:
+            return await self._commit(part, pending)
+        part.inflight += weight  # still bounded: aiokafka's producer has no memory limit of its own
+        try:
+            return await self._commit(part, pending)
+        finally:
+            part.inflight -= weight
 
     async def _tick_loop(self) -> None:
         interval = self.config.tick_seconds or 1.0
@@ -485,8 +499,8 @@ class StreamApp:
         acks = [
             await send(topic, value, key=key, partition=partition) for topic, key, value, partition in outputs
         ]
-        if acks:
-            await asyncio.gather(*acks)
+        for ack in acks:  # cheaper than gather(), which hooks a callback onto every future
+            await ack
 
     async def _transaction(
         self,
