@@ -16,11 +16,36 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from services.common.settings import K2Settings
 from services.common.topics import TOPICS, TopicSpec
 
 log = logging.getLogger(__name__)
+
+
+class KeyHashCache:
+    """aiokafka's DefaultPartitioner (Kafka's murmur2 of the key) with each key's hash remembered.
+
+    aiokafka computes murmur2 in pure Python on every keyed send: ~9 % of the normalizer's CPU. Our
+    keys repeat (a few hundred `<exchange>:<symbol>`, connection ids), so the cache is tiny; it is
+    cleared whenever it reaches `size` keys, to stay bounded whatever the keys.
+    """
+
+    def __init__(self, size: int = 65_536) -> None:
+        self.size = size
+        self._hashes: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return DefaultPartitioner()(key, all_partitions, available)
+        hashed = self._hashes.get(key)
+        if hashed is None:
+            if len(self._hashes) >= self.size:
+                self._hashes.clear()
+            hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return all_partitions[hashed % len(all_partitions)]
+
 
 # Producer settings every service uses: no loss (acks=all, idempotent), batched, compressed.
 PRODUCER_DEFAULTS: dict[str, object] = {
@@ -30,6 +55,7 @@ PRODUCER_DEFAULTS: dict[str, object] = {
     "linger_ms": 5,
     "max_batch_size": 256 * 1024,
     "max_request_size": 4 * 1024 * 1024,
+    "partitioner": KeyHashCache(),
 }
 
 

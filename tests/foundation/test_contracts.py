@@ -1,4 +1,4 @@
-"""Settings validation, the instrument list, the wire codec and exact decimals."""
+"""Settings validation, the instrument list, the wire codec, exact decimals and key partitioning."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from services.common.decimals import DecimalRangeError, divide, multiply, parse_decimal, to_text
 from services.common.instruments import InstrumentError, InstrumentList, default_instruments
+from services.common.kafka import KeyHashCache
 from services.common.schemas import Candle, DeadLetter, Gap, SchemaError, Trade, trade_order_key
 from services.common.settings import K2Settings, render_settings_doc
 
@@ -183,3 +185,16 @@ def test_decoding_rejects_floats_and_garbage() -> None:
 def test_trade_order_compares_numeric_ids_as_numbers() -> None:
     assert trade_order_key(5, "9") < trade_order_key(5, "10")
     assert trade_order_key(4, "10") < trade_order_key(5, "9")
+
+
+def test_the_cached_partitioner_places_keys_as_kafka_does() -> None:
+    """Same partition as aiokafka's (= the Java client's) murmur2 partitioner, cached or not, and for a
+    cache that had to be cleared; a partition count change is honoured."""
+    cached = KeyHashCache(size=50)
+    reference = DefaultPartitioner()
+    keys = [f"binance:SYM{i}USDT".encode() for i in range(200)] + [b"", b"kraken:BTC/USD"]
+    for partitions in ([0, 1, 2, 3, 4, 5], [0, 1, 2]):
+        for key in keys * 2:
+            assert cached(key, partitions, partitions) == reference(key, partitions, partitions)
+    assert len(cached._hashes) <= 50
+    assert cached(None, [0, 1, 2], [1]) == 1  # no key: any available partition, as aiokafka does
