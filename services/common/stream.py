@@ -39,7 +39,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -227,12 +227,13 @@ class StreamApp:
         await self.consumer.start()
 
     async def run(self) -> None:
-        """Process batches until stop(); the tick and offset-settling loops run alongside."""
+        """Process batches until stop(); the tick, offset-settling and position loops run alongside."""
         assert self.consumer is not None, "start() first"
-        loops = [asyncio.ensure_future(self._settle_loop())]
-        if self.config.plain_topics or self.config.stateful_topics:
-            loops.append(asyncio.ensure_future(self._positions_loop()))
-        if self.config.tick_seconds:
+        cfg = self.config
+        loops = [asyncio.ensure_future(self._every(cfg.settle_seconds, self._settle))]
+        if cfg.plain_topics or cfg.stateful_topics:
+            loops.append(asyncio.ensure_future(self._every(cfg.plain_commit_seconds, self._commit_positions)))
+        if cfg.tick_seconds:
             loops.append(asyncio.ensure_future(self._tick_loop()))
         try:
             while not self._stopping.is_set():
@@ -376,18 +377,19 @@ class StreamApp:
             if not await self._commit_queued(part):
                 return
 
-    async def _positions_loop(self) -> None:
-        """Commit the plain partitions' acknowledged positions and report the stateful ones' (whose
-        positions commit in their changelog) to the group for lag tools, all in one request."""
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` every `seconds` until stop(), in turn with rebalances and ticks."""
         while not self._stopping.is_set():
-            await asyncio.sleep(self.config.plain_commit_seconds)
+            await asyncio.sleep(seconds)
             try:
                 async with self._lock:
-                    await self._commit_positions()
+                    await step()
             except Exception as exc:  # e.g. a rebalance in progress: next time
-                log.debug("committing positions skipped: %r", exc)
+                log.debug("%s skipped: %r", step.__name__, exc)
 
     async def _commit_positions(self) -> None:
+        """Commit the plain partitions' acknowledged positions and report the stateful ones' (whose
+        positions commit in their changelog) to the group for lag tools, all in one request."""
         assert self.consumer is not None
         offsets: dict[TopicPartition, int] = {}
         for tp, part in self._partitions.items():
@@ -435,19 +437,9 @@ class StreamApp:
             except Exception:  # a tick must never end the loop
                 log.exception("tick failed")
 
-    async def _settle_loop(self) -> None:
+    async def _settle(self) -> None:
         """Commit positions that moved past records never handed over (aborted transactions and their
         markers at a partition's tail), so the group's lag returns to 0 once everything is done."""
-        interval = self.config.settle_seconds
-        while not self._stopping.is_set():
-            await asyncio.sleep(interval)
-            try:
-                async with self._lock:
-                    await self._settle()
-            except Exception as exc:  # e.g. a rebalance in progress: next time
-                log.debug("settling offsets skipped: %r", exc)
-
-    async def _settle(self) -> None:
         assert self.consumer is not None
         for tp, part in list(self._partitions.items()):
             if not part.idle() or part.failed:
