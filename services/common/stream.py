@@ -505,13 +505,14 @@ class StreamApp:
             send = producer.send
             for topic, key, value, partition in outputs:
                 await send(topic, value, key=key, partition=partition)
+            changelog = self.config.changelog
             if next_offset is None:
-                pass
-            elif self.config.changelog is not None and tp.topic in self.config.stateful_topics:
+                return
+            if changelog is not None and tp.topic in self.config.stateful_topics:
                 # the position travels with the state: two round trips (AddOffsetsToTxn,
                 # TxnOffsetCommit) and a third transaction marker fewer than send_offsets_to_transaction
                 position = str(next_offset).encode()
-                await send(self.config.changelog.name, position, key=POSITION_KEY, partition=tp.partition)
+                await send(changelog.name, position, key=POSITION_KEY, partition=tp.partition)
             else:
                 await producer.send_offsets_to_transaction({tp: next_offset}, self.config.group_id)
 
