@@ -225,9 +225,10 @@ def _forward_gap(record: Record, gap: Gap) -> Output:
     return forward(record, GAPS, gap.key, gap.encode(), SLOT_GAP, (gap.exchange, gap.kind), gap.missing)
 
 
-def _gap(outputs: list[Output], gap: Gap) -> None:
-    _count_gap([gap.exchange, gap.kind], gap.missing)
+def _gap(outputs: list[Output], counted: list[tuple[str, list[str], int]], gap: Gap) -> None:
+    """A sequence gap seen by the dedup stage: published with its batch, counted once that commits."""
     outputs.append((GAPS, gap.key.encode(), gap.encode(), None))
+    counted.append((GAPS, [gap.exchange, gap.kind], gap.missing))
 
 
 def _count_gap(labels: list[str], missing: int) -> None:
@@ -325,6 +326,7 @@ class DedupProcessor:
             if verdict.gap_expected is not None:
                 _gap(
                     outputs,
+                    forwarded,
                     Gap(
                         exchange=exchange,
                         scope="symbol",

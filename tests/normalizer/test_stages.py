@@ -73,3 +73,26 @@ def test_forward_marks_admit_each_place_once_in_any_slot_order() -> None:
     assert not mark.admit(4, 9)  # before the mark: forwarded already
     assert mark.admit(6, 0) and not mark.admit(5, 7)
     assert ForwardMark.decode(mark.encode()) == mark
+
+
+def gaps_counted() -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "k2_normalizer_gaps"
+        for sample in metric.samples
+        if sample.name == "k2_normalizer_gaps_total"
+    )
+
+
+def test_gaps_are_counted_when_their_batch_commits_not_when_processed() -> None:
+    outputs = ParseProcessor(INSTRUMENTS).process(raw_records())
+    stage2 = DedupProcessor(0, CHANGELOG, 1000, {})
+    before = gaps_counted()
+    out = stage2.process(parsed(outputs, 0))
+    assert len(published(out)[GAPS]) == 2  # the disconnect (forwarded) and the sequence gap (own)
+    assert gaps_counted() == before  # not yet: the transaction may still abort
+    stage2.after_commit()()
+    assert gaps_counted() == before + 2
