@@ -48,6 +48,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Histogram
 
 from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics, start_producer
+from services.common.logs import dump_tasks_on_sigusr1
 from services.common.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -693,6 +694,7 @@ async def run_until_signalled(app: StreamApp) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
+    dump_tasks_on_sigusr1(loop)
     await app.start()
     try:
         await app.run()
