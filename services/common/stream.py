@@ -609,11 +609,19 @@ class StreamApp:
             transaction_timeout_ms=self.config.transaction_timeout_ms,
         )
 
+    def _resume_fetching(self, tp: TopicPartition) -> None:
+        if self.consumer is not None and tp in self.consumer.assignment():
+            self.consumer.resume(tp)
+
     async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
         """After fencing: state from the changelog, position from the changelog too (a stateful
         partition) or else from the group's committed offset."""
         assert self.consumer is not None
         started = time.monotonic()
+        # Paused until registered below: after the awaited seek_to_beginning, getmany could hand over
+        # records from the new position before the partition exists here (skipped, position moved).
+        if tp in self.consumer.assignment():
+            self.consumer.pause(tp)
         try:
             state = await self._recover(tp)
             stored = state.pop(POSITION_KEY, None)
@@ -626,10 +634,12 @@ class StreamApp:
                 position = committed
             processor = self.factory(tp, state)
         except BaseException:
+            self._resume_fetching(tp)
             if producer is not self._plain_producer:
                 with contextlib.suppress(Exception):
                     await producer.stop()
             raise
+        self._resume_fetching(tp)
         self._epoch += 1
         plain = tp.topic in self.config.plain_topics
         self._partitions[tp] = _Partition(
