@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import DefaultPartitioner, murmur2
@@ -35,16 +35,35 @@ class KeyHashCache:
     def __init__(self, size: int = 65_536) -> None:
         self.size = size
         self._hashes: dict[bytes, int] = {}
+        self._unkeyed = DefaultPartitioner()
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
-            return DefaultPartitioner()(key, all_partitions, available)
+            return self._unkeyed(key, all_partitions, available)
         hashed = self._hashes.get(key)
         if hashed is None:
             if len(self._hashes) >= self.size:
                 self._hashes.clear()
             hashed = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
         return all_partitions[hashed % len(all_partitions)]
+
+
+@contextlib.contextmanager
+def paused(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> Iterator[None]:
+    """No records of `partitions` from getmany inside the block.
+
+    aiokafka sets a new assignment before it calls the rebalance listener, so getmany can hand over
+    records of a partition the listener is still taking over (seeking, loading state): a consumer
+    that skips them loses them, as its position has moved past. Records fetched while paused are
+    discarded by aiokafka and fetched again; offset resets still run. Partitions revoked meanwhile
+    are left alone."""
+    held = [tp for tp in partitions if tp in consumer.assignment()]
+    consumer.pause(*held)
+    try:
+        yield
+    finally:
+        current = consumer.assignment()
+        consumer.resume(*(tp for tp in held if tp in current))
 
 
 # Producer settings every service uses: no loss (acks=all, idempotent), batched, compressed.

@@ -47,7 +47,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import Histogram
 
-from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics, start_producer
+from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics, paused, start_producer
 from services.common.logs import dump_tasks_on_sigusr1
 from services.common.topics import TopicSpec
 
@@ -609,37 +609,29 @@ class StreamApp:
             transaction_timeout_ms=self.config.transaction_timeout_ms,
         )
 
-    def _resume_fetching(self, tp: TopicPartition) -> None:
-        if self.consumer is not None and tp in self.consumer.assignment():
-            self.consumer.resume(tp)
-
     async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
         """After fencing: state from the changelog, position from the changelog too (a stateful
         partition) or else from the group's committed offset."""
         assert self.consumer is not None
         started = time.monotonic()
-        # Paused until registered below: after the awaited seek_to_beginning, getmany could hand over
-        # records from the new position before the partition exists here (skipped, position moved).
-        if tp in self.consumer.assignment():
-            self.consumer.pause(tp)
-        try:
-            state = await self._recover(tp)
-            stored = state.pop(POSITION_KEY, None)
-            committed = int(stored) if stored is not None else await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-                position = 0
-            else:
-                self.consumer.seek(tp, committed)
-                position = committed
-            processor = self.factory(tp, state)
-        except BaseException:
-            self._resume_fetching(tp)
-            if producer is not self._plain_producer:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-            raise
-        self._resume_fetching(tp)
+        # paused until registered below: `_process` skips records of partitions it does not know
+        with paused(self.consumer, [tp]):
+            try:
+                state = await self._recover(tp)
+                stored = state.pop(POSITION_KEY, None)
+                committed = int(stored) if stored is not None else await self.consumer.committed(tp)
+                if committed is None:
+                    await self.consumer.seek_to_beginning(tp)
+                    position = 0
+                else:
+                    self.consumer.seek(tp, committed)
+                    position = committed
+                processor = self.factory(tp, state)
+            except BaseException:
+                if producer is not self._plain_producer:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                raise
         self._epoch += 1
         plain = tp.topic in self.config.plain_topics
         self._partitions[tp] = _Partition(

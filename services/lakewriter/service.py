@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from services.common.catalog import open_catalog
-from services.common.kafka import ensure_topics, wait_for_broker
+from services.common.kafka import ensure_topics, paused, wait_for_broker
 from services.common.logs import dump_tasks_on_sigusr1
 from services.common.topics import TOPICS_BY_NAME
 from services.lakewriter import metrics
@@ -85,32 +85,14 @@ class LakewriterService:
     # -- partitions ---------------------------------------------------------------------------------
 
     async def on_assigned(self, tps: set[TP]) -> None:
-        # aiokafka hands out records of the new partitions while this listener still runs (the
-        # assignment is set before it is called): held back until each is sought to its table
-        # offset and counted as ours, or `route` would drop them and the position move past them.
-        self._pause(tps)
-        try:
+        assert self.consumer is not None
+        # held back from the first line: `route` drops records of partitions not yet in `assigned`
+        with paused(self.consumer, (TopicPartition(*tp) for tp in tps)):
             async with self.lock:
                 await self._resume(tps)
                 self.assigned |= tps
                 metrics.ASSIGNED.set(len(self.assigned))
                 log.info("assigned %d partition(s): %s", len(tps), sorted(tps))
-        finally:
-            self._unpause(tps)
-
-    def _pause(self, tps: set[TP]) -> None:
-        """No records of `tps` from getmany (those already fetched are discarded, and fetched again)."""
-        assert self.consumer is not None
-        self.consumer.pause(*self._still_assigned(tps))
-
-    def _unpause(self, tps: set[TP]) -> None:
-        assert self.consumer is not None
-        self.consumer.resume(*self._still_assigned(tps))
-
-    def _still_assigned(self, tps: set[TP]) -> list[TopicPartition]:
-        assert self.consumer is not None
-        current = self.consumer.assignment()
-        return [tp for tp in (TopicPartition(*tp) for tp in tps) if tp in current]
 
     async def on_revoked(self, tps: set[TP]) -> None:
         async with self.lock:

@@ -5,6 +5,7 @@ of stage 2 from its changelog."""
 from __future__ import annotations
 
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import REGISTRY
 
 from services.common.instruments import default_instruments
 from services.common.schemas import DeadLetter, Gap
@@ -76,8 +77,6 @@ def test_forward_marks_admit_each_place_once_in_any_slot_order() -> None:
 
 
 def gaps_counted() -> float:
-    from prometheus_client import REGISTRY
-
     return sum(
         sample.value
         for metric in REGISTRY.collect()
