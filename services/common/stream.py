@@ -3,18 +3,21 @@ records in Kafka transactions, with state kept in a compacted changelog topic.
 
 This is Kafka's consume-transform-produce pattern as Kafka Streams ran it before KIP-447:
 - one `AIOKafkaConsumer` in the group, read_committed, no auto-commit, batched `getmany`;
-- one transactional producer per assigned input partition, transactional id
-  `<group>-<topic>-<partition>`: the next owner's `init_transactions` fences a stale owner (a paused
-  or partitioned process that still believes it owns the partition) and aborts its open transaction;
+- two transactional producers per assigned input partition (`producers_per_partition`),
+  transactional ids `<group>-<topic>-<partition>` and `….1`: the next owner's `init_transactions`
+  fences a stale owner (a paused or partitioned process that still believes it owns the partition)
+  and aborts its open transactions;
 - each partition's batch is processed as soon as it is fetched and its outputs queue for that
-  partition's next transaction; a partition commits one transaction at a time, holding everything
-  queued meanwhile: its outputs, its state changes (changelog records) and the next input offset
-  (a stateful partition writes it to its changelog, key `@position`, next to its state; a
-  stateless one uses `send_offsets_to_transaction`): all of it commits or none of it does. The
-  changelog way costs a transaction two round trips and one marker fewer; the group's committed
-  offset is then only reported, every `plain_commit_seconds`, for lag tools. Partitions commit
-  independently, so a record waits for at most its own partition's transaction in flight, never for
-  the slowest partition's (a pipeline per partition; the queue is bounded by pausing the partition);
+  partition's next transaction, which holds everything queued meanwhile: its outputs, its state
+  changes (changelog records) and the next input offset (a stateful partition writes it to its
+  changelog, key `@position`, next to its state; a stateless one uses
+  `send_offsets_to_transaction`): all of it commits or none of it does. The changelog way costs a
+  transaction two round trips and one marker fewer; the group's committed offset is then only
+  reported, every `plain_commit_seconds`, for lag tools;
+- a partition's producers take turns: its next transaction is sent (and acknowledged) while the one
+  before it commits, and commits only once that one has, so two transactions are in flight and they
+  commit in input order; if one fails, the one behind it never commits. Transactions are sent in
+  rounds, every partition with something queued at once; the queue is bounded by pausing the fetch;
 - on assignment, after fencing, the partition's state and position are read back from its changelog
   partition (read_committed; a stateless partition's position from the group's committed offset), so
   state, position and outputs always describe the same point of the input;
@@ -124,6 +127,11 @@ class StreamConfig:
     # normalizer's parse stage); it saves that stage's transactions: their CPU and their latency.
     plain_topics: frozenset[str] = frozenset()
     plain_commit_seconds: float = 0.5
+    # Transactional producers per transactional partition, used in turn. With 2, a partition's next
+    # transaction sends its records while the one before it is still committing (EndTxn and its
+    # markers), and commits once that one has: two transactions in flight, committed in order.
+    # 1 = each transaction begins after the one before it committed.
+    producers_per_partition: int = 2
 
 
 @dataclass(slots=True)
@@ -140,15 +148,20 @@ class _Pending:
 @dataclass(slots=True)
 class _Partition:
     tp: TopicPartition
-    producer: AIOKafkaProducer
+    producers: tuple[AIOKafkaProducer, ...]  # plain: the shared one; else its own, used in turn
     processor: Processor
     position: int  # committed: records below it are done
     epoch: int  # when it was (re)opened: a batch handed over before that is from a stale position
     next_offset: int = 0  # processed: records below it are done or queued
     queue: list[_Pending] = field(default_factory=list)
     queued: int = 0  # weight of the queue
-    # its transaction in the current round, or (plain) its flush
+    # its transaction's sending in the current round, or (plain) its flush
     committing: asyncio.Task[bool] | asyncio.Task[None] | None = None
+    # transactional: each producer's last commit (a producer begins its next transaction after it)
+    # and the last commit of all (the next transaction commits after it, so they commit in order)
+    commits: list[asyncio.Task[bool] | None] = field(default_factory=list)
+    last_commit: asyncio.Task[bool] | None = None
+    turn: int = 0  # transactional: the producer of the next transaction
     failed: bool = False  # processing raised: its records are skipped until the reset reopens it
     closed: bool = False  # dropped: its queue is abandoned
     plain: bool = False  # at least once (config.plain_topics): producer is the shared one
@@ -157,7 +170,15 @@ class _Partition:
     reported: int = 0  # stateful: the group's committed offset, which only lag tools read
 
     def idle(self) -> bool:
-        return not self.queue and (self.committing is None or self.committing.done())
+        return (
+            not self.queue
+            and (self.committing is None or self.committing.done())
+            and (self.last_commit is None or self.last_commit.done())
+        )
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        return self.producers[0]
 
 
 class TransactionFailed(Exception):
@@ -352,8 +373,9 @@ class StreamApp:
         task.add_done_callback(self._background.discard)
 
     async def _commit_rounds(self) -> None:
-        """Commit rounds: every partition with something queued commits it, all at once, in one
-        transaction each; what is processed meanwhile waits for the next round.
+        """Commit rounds: every partition with something queued sends it, all at once, in one
+        transaction each (committed in the background, in turn, by `_finish`); what is processed
+        meanwhile waits for the next round.
 
         In rounds rather than one loop per partition: a transactional producer that begins its next
         transaction while the coordinator still writes the last one's markers is answered
@@ -455,35 +477,91 @@ class StreamApp:
                 self._enqueue(part, _Pending([], position, 0, None, settle=True))
 
     async def _commit(self, part: _Partition, pending: list[_Pending]) -> bool:
-        """One transaction for everything queued; on failure reset the partition (False)."""
+        """Send everything queued; False if the partition failed (it is being reset).
+
+        Plain: the sends, acknowledged. Settled positions alone: a plain offset commit. Otherwise one
+        transaction on the partition's next producer: it begins once that producer's transaction
+        before it has committed, its records are sent and acknowledged here (so they follow the
+        previous transaction's in every log), and it commits in the background once the partition's
+        previous transaction has (`_finish`)."""
         outputs = [output for item in pending for output in item.outputs]
         offsets = [item.next_offset for item in pending if item.next_offset is not None]
         next_offset = offsets[-1] if offsets else None
+        if part.plain or all(item.settle for item in pending):
+            try:
+                if part.plain:
+                    await self._send(part.producer, outputs)
+                    if next_offset is not None:
+                        part.acked = next_offset
+                else:
+                    assert self.consumer is not None and next_offset is not None
+                    await self.consumer.commit({part.tp: next_offset})
+            except Exception as exc:
+                return self._failed(part, exc)
+            if next_offset is not None and not part.plain:
+                part.position = next_offset
+            self._done(pending)
+            return True
+        if not outputs and next_offset is None:  # a tick with nothing to publish: its callbacks, in turn
+            part.last_commit = asyncio.ensure_future(
+                self._finish(part, None, part.last_commit, pending, None, time.perf_counter())
+            )
+            return True
+        turn = part.turn
+        before = part.commits[turn]
+        if before is not None and not await _succeeded(before):
+            return False  # that failure resets the partition: this batch is processed again
+        part.turn = (turn + 1) % len(part.producers)
+        producer = part.producers[turn]
         started = time.perf_counter()
         try:
-            if part.plain:
-                await self._send(part.producer, outputs)
-                if next_offset is not None:
-                    part.acked = next_offset
-            elif all(item.settle for item in pending):
-                assert self.consumer is not None and next_offset is not None
-                await self.consumer.commit({part.tp: next_offset})
-            elif outputs or next_offset is not None:
-                await self._transaction(part.producer, outputs, part.tp, next_offset)
-                self.transactions += 1
-                if self.transaction_seconds is not None:
-                    self.transaction_seconds.observe(time.perf_counter() - started)
+            await producer.begin_transaction()
+            await self._send_transactional(producer, outputs, part.tp, next_offset)
         except Exception as exc:
-            if not part.closed:
-                log.warning("%s: transaction failed (%r); resetting the partition", _name(part.tp), exc)
-                self._fail(part, 0.0)
+            return self._failed(part, exc)
+        commit = asyncio.ensure_future(
+            self._finish(part, producer, part.last_commit, pending, next_offset, started)
+        )
+        part.commits[turn] = part.last_commit = commit
+        return True
+
+    async def _finish(
+        self,
+        part: _Partition,
+        producer: AIOKafkaProducer | None,
+        before: asyncio.Task[bool] | None,
+        pending: list[_Pending],
+        next_offset: int | None,
+        started: float,
+    ) -> bool:
+        """Commit a sent transaction once the one before it has committed (True). If that one
+        failed, this one is left open: the reset's fencing aborts it."""
+        if before is not None and not await _succeeded(before):
             return False
-        if next_offset is not None and not part.plain:
+        if producer is not None:
+            try:
+                await producer.commit_transaction()
+            except Exception as exc:
+                return self._failed(part, exc)
+            self.transactions += 1
+            if self.transaction_seconds is not None:
+                self.transaction_seconds.observe(time.perf_counter() - started)
+        if next_offset is not None:
             part.position = next_offset
+        self._done(pending)
+        return True
+
+    def _failed(self, part: _Partition, exc: Exception) -> bool:
+        if not part.closed:
+            log.warning("%s: transaction failed (%r); resetting the partition", _name(part.tp), exc)
+            self._fail(part, 0.0)
+        return False
+
+    @staticmethod
+    def _done(pending: list[_Pending]) -> None:
         for item in pending:
             if item.done is not None:
                 item.done()
-        return True
 
     @staticmethod
     async def _send(producer: AIOKafkaProducer, outputs: Iterable[Output]) -> None:
@@ -495,27 +573,25 @@ class StreamApp:
         for ack in acks:  # cheaper than gather(), which hooks a callback onto every future
             await ack
 
-    async def _transaction(
+    async def _send_transactional(
         self,
         producer: AIOKafkaProducer,
-        outputs: Iterable[Output],
+        outputs: list[Output],
         tp: TopicPartition,
         next_offset: int | None,
     ) -> None:
-        async with producer.transaction():
-            send = producer.send
-            for topic, key, value, partition in outputs:
-                await send(topic, value, key=key, partition=partition)
-            changelog = self.config.changelog
-            if next_offset is None:
-                return
-            if changelog is not None and tp.topic in self.config.stateful_topics:
-                # the position travels with the state: two round trips (AddOffsetsToTxn,
-                # TxnOffsetCommit) and a third transaction marker fewer than send_offsets_to_transaction
-                position = str(next_offset).encode()
-                await send(changelog.name, position, key=POSITION_KEY, partition=tp.partition)
-            else:
-                await producer.send_offsets_to_transaction({tp: next_offset}, self.config.group_id)
+        """A begun transaction's records (and the input position), sent and acknowledged."""
+        changelog = self.config.changelog
+        if next_offset is None:
+            await self._send(producer, outputs)
+        elif changelog is not None and tp.topic in self.config.stateful_topics:
+            # the position travels with the state: two round trips (AddOffsetsToTxn,
+            # TxnOffsetCommit) and a third transaction marker fewer than send_offsets_to_transaction
+            position = (changelog.name, POSITION_KEY, str(next_offset).encode(), tp.partition)
+            await self._send(producer, [*outputs, position])
+        else:
+            await self._send(producer, outputs)
+            await producer.send_offsets_to_transaction({tp: next_offset}, self.config.group_id)
 
     # -- partitions ----------------------------------------------------------------------------
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
@@ -526,12 +602,12 @@ class StreamApp:
             new = sorted(assigned - set(self._partitions))
             # fencing is a round trip per partition: all at once; loading shares one reader: in turn
             fenced = await asyncio.gather(*(self._fence(tp) for tp in new), return_exceptions=True)
-            for tp, producer in zip(new, fenced, strict=True):
-                if isinstance(producer, BaseException):
+            for tp, producers in zip(new, fenced, strict=True):
+                if isinstance(producers, BaseException):
                     await self._open_retrying(tp)
                     continue
                 try:
-                    await self._load(tp, producer)
+                    await self._load(tp, producers)
                 except Exception as exc:
                     log.warning("%s: could not load (%r); retrying", _name(tp), exc)
                     await self._open_retrying(tp)
@@ -562,24 +638,26 @@ class StreamApp:
         part = self._partitions.pop(tp, None)  # no new records, no new rounds for it
         if part is None:
             return
-        committing = part.committing
         if drain:
             with contextlib.suppress(Exception):
                 timeout = self.config.transaction_timeout_ms / 1000
+                committing = part.committing
                 if committing is not None and not committing.done():
                     await asyncio.wait_for(asyncio.shield(committing), timeout)
                 if part.queue and not part.failed:
                     await asyncio.wait_for(self._commit_queued(part), timeout)
+                if part.last_commit is not None and not part.last_commit.done():
+                    await asyncio.wait_for(asyncio.shield(part.last_commit), timeout)
                 if part.plain and part.acked > part.position and self.consumer is not None:
                     await asyncio.wait_for(self.consumer.commit({tp: part.acked}), timeout)
         part.closed = True
-        if committing is not None and not committing.done():
-            committing.cancel()
-            with contextlib.suppress(BaseException):
-                await committing
+        for task in (part.committing, part.last_commit, *part.commits):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if not part.plain:
-            with contextlib.suppress(Exception):
-                await part.producer.stop()
+            await _stop(part.producers)
 
     async def _open_retrying(self, tp: TopicPartition) -> None:
         while not self._stopping.is_set():
@@ -594,22 +672,38 @@ class StreamApp:
         """Fence the previous owner, then read state and position: all as of its last commit."""
         await self._load(tp, await self._fence(tp))
 
-    async def _fence(self, tp: TopicPartition) -> AIOKafkaProducer:
-        """The partition's transactional producer; starting it fences the previous owner and settles
-        (commits or aborts) that owner's open transaction. A plain partition gets the shared
+    async def _fence(self, tp: TopicPartition) -> tuple[AIOKafkaProducer, ...]:
+        """The partition's transactional producers; starting them fences the previous owner and
+        settles (commits or aborts) that owner's open transactions. A plain partition gets the shared
         producer: nothing to fence, the next stage drops what a stale owner sends again."""
         if tp.topic in self.config.plain_topics:
             assert self._plain_producer is not None
-            return self._plain_producer
-        return await start_producer(
-            **{k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")},
-            linger_ms=0,  # the commit sends everything anyway: lingering only delays it
-            bootstrap_servers=self.config.bootstrap,
-            transactional_id=f"{self.config.group_id}-{tp.topic}-{tp.partition}",
-            transaction_timeout_ms=self.config.transaction_timeout_ms,
+            return (self._plain_producer,)
+        started = await asyncio.gather(
+            *(
+                start_producer(
+                    **{
+                        k: v
+                        for k, v in PRODUCER_DEFAULTS.items()
+                        if k not in ("enable_idempotence", "linger_ms")
+                    },
+                    linger_ms=0,  # the commit sends everything anyway: lingering only delays it
+                    bootstrap_servers=self.config.bootstrap,
+                    transactional_id=transactional_id,
+                    transaction_timeout_ms=self.config.transaction_timeout_ms,
+                )
+                for transactional_id in transactional_ids(self.config, tp)
+            ),
+            return_exceptions=True,
         )
+        producers = tuple(p for p in started if isinstance(p, AIOKafkaProducer))
+        for failure in started:
+            if isinstance(failure, BaseException):
+                await _stop(producers)
+                raise failure
+        return producers
 
-    async def _load(self, tp: TopicPartition, producer: AIOKafkaProducer) -> None:
+    async def _load(self, tp: TopicPartition, producers: tuple[AIOKafkaProducer, ...]) -> None:
         """After fencing: state from the changelog, position from the changelog too (a stateful
         partition) or else from the group's committed offset."""
         assert self.consumer is not None
@@ -628,19 +722,19 @@ class StreamApp:
                     position = committed
                 processor = self.factory(tp, state)
             except BaseException:
-                if producer is not self._plain_producer:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
+                if tp.topic not in self.config.plain_topics:
+                    await _stop(producers)
                 raise
         self._epoch += 1
         plain = tp.topic in self.config.plain_topics
         self._partitions[tp] = _Partition(
             tp,
-            producer,
+            producers,
             processor,
             position,
             self._epoch,
             position,
+            commits=[None] * len(producers),
             plain=plain,
             acked=position,
             reported=committed if stored is None and committed is not None else 0,
@@ -685,6 +779,28 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.app._assigned(set(assigned))
+
+
+def transactional_ids(config: StreamConfig, tp: TopicPartition) -> list[str]:
+    """A transactional partition's producers' ids: `<group>-<topic>-<partition>`, then `….<n>`."""
+    base = f"{config.group_id}-{tp.topic}-{tp.partition}"
+    return [base if n == 0 else f"{base}.{n}" for n in range(max(1, config.producers_per_partition))]
+
+
+async def _stop(producers: Iterable[AIOKafkaProducer]) -> None:
+    for producer in producers:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+
+
+async def _succeeded(commit: asyncio.Task[bool]) -> bool:
+    """Whether a commit task committed (False if it failed or was cancelled)."""
+    try:
+        return await asyncio.shield(commit)
+    except BaseException:
+        if not commit.done():
+            raise  # this waiter itself was cancelled
+        return False
 
 
 def _name(tp: TopicPartition) -> str:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.common.kafka import ensure_topics
 from services.common.stream import Output, Record, StreamApp, StreamConfig
@@ -221,3 +222,47 @@ async def test_offsets_move_past_an_aborted_transaction_at_the_tail(
     async with running(topics, names, group):
         await wait_for(caught_up, timeout=60, message="the committed offset to pass the abort marker")
     assert await _outputs(topics, names["out"]) == [b"a:1"]
+
+
+async def test_a_transaction_sent_behind_a_failed_commit_never_commits(
+    topics: str, names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two transactions in flight per partition: the second is sent while the first commits, and
+    commits only after it. Here the first commit fails (after the second was sent): the second must
+    not commit either, or the reset (which restarts from the state before both) would publish its
+    outputs twice."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    begin, commit = AIOKafkaProducer.begin_transaction, AIOKafkaProducer.commit_transaction
+    begun: list[str] = []
+    seen: dict[str, bool] = {}
+    first_commit, second_begun = asyncio.Event(), asyncio.Event()
+
+    async def begin_transaction(self: AIOKafkaProducer) -> None:
+        await begin(self)
+        begun.append(self._txn_manager.transactional_id)
+        if len(begun) >= 2:
+            second_begun.set()
+
+    async def failing_first_commit(self: AIOKafkaProducer) -> None:
+        if first_commit.is_set():
+            return await commit(self)
+        first_commit.set()
+        # hold the commit until the partition's next transaction has begun, then fail it
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(second_begun.wait(), 30)
+        seen["overlapped"] = second_begun.is_set()
+        raise KafkaError("injected: the first commit failed")
+
+    monkeypatch.setattr(AIOKafkaProducer, "begin_transaction", begin_transaction)
+    monkeypatch.setattr(AIOKafkaProducer, "commit_transaction", failing_first_commit)
+    async with running(topics, names, group) as app:
+        await produce(topics, names["in"], [(b"a", b"x", None)] * 3)
+        await first_commit.wait()
+        await produce(topics, names["in"], [(b"a", b"y", None)] * 3)
+        await wait_for(
+            lambda: _count(topics, names["out"], 6), timeout=60, message="the outputs after the reset"
+        )
+        assert app.resets >= 1
+    assert seen["overlapped"], "the second transaction did not begin while the first was committing"
+    assert begun[0] != begun[1], "the two transactions in flight must use different producers"
+    assert sorted(await _outputs(topics, names["out"])) == [f"a:{n}".encode() for n in range(1, 7)]
