@@ -181,10 +181,6 @@ class _Partition:
         return self.producers[0]
 
 
-class TransactionFailed(Exception):
-    """A partition's transaction did not commit; the partition is reset to its last committed point."""
-
-
 class StreamApp:
     """Run `factory`'s processors over the assigned partitions of `config.topics`, exactly once."""
 
@@ -679,14 +675,11 @@ class StreamApp:
         if tp.topic in self.config.plain_topics:
             assert self._plain_producer is not None
             return (self._plain_producer,)
+        options = {k: v for k, v in PRODUCER_DEFAULTS.items() if k not in ("enable_idempotence", "linger_ms")}
         started = await asyncio.gather(
             *(
                 start_producer(
-                    **{
-                        k: v
-                        for k, v in PRODUCER_DEFAULTS.items()
-                        if k not in ("enable_idempotence", "linger_ms")
-                    },
+                    **options,
                     linger_ms=0,  # the commit sends everything anyway: lingering only delays it
                     bootstrap_servers=self.config.bootstrap,
                     transactional_id=transactional_id,
