@@ -184,7 +184,11 @@ def _worker(broker: LocalBroker, data_dir: Path, app_id: str, batch: int) -> tup
 
 
 def _out(url: str) -> float:
-    return metric_sum(parse_metrics(scrape(url)), "k2_normalizer_trades_out_total")
+    return _published(parse_metrics(scrape(url)))
+
+
+def _published(metrics: dict[str, float]) -> float:
+    return metric_sum(metrics, "k2_normalizer_trades_out_total")
 
 
 def throughput(broker: LocalBroker, data_dir: Path, total_trades: int, batch: int) -> dict[str, Any]:
@@ -327,8 +331,10 @@ def latency(
         # the live runs continue the warm-up's trade ids: lower ids would be dropped as duplicates
         if warmup > 0:  # steady state first: a just-started broker's JIT stretches the tail
             asyncio.run(_live(broker.bootstrap, rate, warmup, maker))
+        before = _load(proc.pid, broker.pid(), parse_metrics(scrape(url)))
         lat, sent = asyncio.run(_live(broker.bootstrap, rate, seconds, maker))
         metrics = parse_metrics(scrape(url))
+        load = _load_between(before, _load(proc.pid, broker.pid(), metrics))
         peak = (proc_rss(proc.pid) or (0, 0))[1] if proc.pid else 0
         stats = summarize(lat)
         hist = "k2_normalizer_received_to_normalized_seconds"
@@ -343,9 +349,41 @@ def latency(
             "histogram_p99_bucket_ms": (_hist_quantile(metrics, hist, 0.99) or 0) * 1000,
             "histogram_p50_bucket_ms": (_hist_quantile(metrics, hist, 0.50) or 0) * 1000,
             "peak_rss_mb": peak / 2**20,
+            **load,
         }
     finally:
         proc.stop()
+
+
+def _load(worker: int | None, broker: int | None, metrics: dict[str, float]) -> dict[str, float]:
+    """CPU seconds so far of the worker, the broker and this process (producer + latency consumer),
+    the worker's stage-2 transactions and published trades, and the clock."""
+    return {
+        "worker": (proc_cpu_seconds(worker) if worker else None) or 0.0,
+        "broker": (proc_cpu_seconds(broker) if broker else None) or 0.0,
+        "bench": time.process_time(),
+        "transactions": metric_sum(metrics, "k2_normalizer_transaction_seconds_count"),
+        "trades": _published(metrics),
+        "clock": time.monotonic(),
+    }
+
+
+def _load_between(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """What the measured live run cost: each process's CPU (% of one core) and the transactions it
+    took. At this rate the work per trade is mostly per-transaction work (each is AddPartitionsToTxn,
+    Produce and EndTxn, plus the coordinator's log writes and markers), and on a 2-core machine the
+    three processes' CPU together is what the latency queues behind."""
+    elapsed = max(after["clock"] - before["clock"], 1e-9)
+    transactions = after["transactions"] - before["transactions"]
+    trades = after["trades"] - before["trades"]
+    return {
+        "cpu_percent": {
+            name: round(100 * (after[name] - before[name]) / elapsed, 1)
+            for name in ("worker", "broker", "bench")
+        },
+        "transactions_per_s": round(transactions / elapsed, 1),
+        "trades_per_transaction": round(trades / transactions, 2) if transactions else None,
+    }
 
 
 async def _warmup(bootstrap: str, url: str, maker: FrameMaker) -> None:
@@ -440,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
             "measure": "p99 received_at→published (histogram bucket)",
             "value": f"<= {lat['histogram_p99_bucket_ms']:.0f} ms",
             "target": "< 50 ms",
+        },
+        {
+            "measure": f"CPU during the live run @ {lat['rate']}/s (% of a core)",
+            "value": ", ".join(f"{k} {v:.0f}%" for k, v in lat["cpu_percent"].items())
+            + f"; {lat['transactions_per_s']:.0f} transactions/s",
+            "target": "-",
         },
         {
             "measure": "peak RSS (throughput / latency run)",

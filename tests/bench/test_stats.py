@@ -97,3 +97,15 @@ def test_lag_verdict_sees_through_a_commit_sawtooth_but_not_a_backlog() -> None:
     assert not lag_verdict(backlog, rate=600)["bounded"]
     # low but above ~12 s of input — not bounded
     assert not lag_verdict([(t / 2, 10**6) for t in range(40)], rate=600)["bounded"]
+
+
+def test_the_latency_run_reports_each_process_cpu_and_the_transactions_it_took() -> None:
+    from bench.normalizer import _load_between
+
+    before = {"worker": 10.0, "broker": 40.0, "bench": 2.0, "transactions": 100, "trades": 1e3, "clock": 5.0}
+    after = {"worker": 16.0, "broker": 44.5, "bench": 4.0, "transactions": 2100, "trades": 11e3, "clock": 15}
+    load = _load_between(before, after)
+    assert load["cpu_percent"] == {"worker": 60.0, "broker": 45.0, "bench": 20.0}
+    assert load["transactions_per_s"] == 200.0
+    assert load["trades_per_transaction"] == 5.0
+    assert _load_between(before, before)["trades_per_transaction"] is None
