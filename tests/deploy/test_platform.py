@@ -244,8 +244,7 @@ async def test_silver_and_gold_hold_the_capture(platform: LocalPlatform) -> None
     rows: list[dict] = []
 
     def complete() -> bool:
-        # by content, not by count: while the replay goes on, silver may already hold trades whose
-        # frames' bronze commit is still to come, and lack some whose silver commit is
+        # by content, not by count: silver may also hold trades bronze does not yet (see below)
         nonlocal received, rows
         received = received_trades(catalog)
         rows = silver_rows()
