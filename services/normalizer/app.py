@@ -1,5 +1,6 @@
 """The normalizer worker: stage 1 on the raw topics' partitions, stage 2 on the parsed topic's, in one
-consumer group; each partition's batch is one Kafka transaction (services/common/stream.py).
+consumer group; stage 2's batches go out in the worker's Kafka transactions, one per commit round
+for all its partitions (services/common/stream.py).
 
 Stage 2's de-duplication state lives in a compacted changelog topic, co-partitioned with
 market.crypto.trades.parsed and written in the same transaction as the trades it let through, so a

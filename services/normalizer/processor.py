@@ -4,7 +4,7 @@ Stage 1 (raw → parsed, at least once): parse frames, dead-letter bad elements,
 disconnect gaps. Everything it produces goes to the parsed topic: trades keyed by symbol, dead
 letters and gaps as forwards keyed by their raw partition, each tagged with its place in the raw
 input (offset, slot), so that stage 2 can drop what a restarted or reset stage 1 sends again.
-Stage 2 (parsed → trades, dlq, gaps; one Kafka transaction per partition and batch): drop duplicate
+Stage 2 (parsed → trades, dlq, gaps; in the worker's Kafka transactions): drop duplicate
 trades by natural key and repeated forwards by their place, report holes in sequential trade ids;
 its state goes to the dedup changelog in the same transaction as what it let through.
 """

@@ -14,9 +14,7 @@ class NormalizerSettings(K2Settings):
         "k2-normalizer",
         description="Kafka consumer group; prefix of the transactional ids and of the dedup changelog topic.",
     )
-    normalizer_batch_max: int = Field(
-        2000, ge=1, description="Most records per batch (one Kafka transaction per batch and stage)."
-    )
+    normalizer_batch_max: int = Field(2000, ge=1, description="Most records fetched per batch.")
     normalizer_batch_within_ms: int = Field(
         10,
         ge=1,

@@ -1,11 +1,12 @@
 """The OHLCV worker: candles per partition of market.crypto.trades, exactly once.
 
-Each partition's batch is one Kafka transaction (services/common/stream.py) holding the final candles
-that closed, the changed candle state (a compacted changelog co-partitioned with the trades) and the
-next input offset. A worker that takes a partition over — after a kill -9 or a rebalance — therefore
-recovers exactly the candles and watermark behind its committed offset and publishes no final twice
-and none never. Windows closed by the wall clock on an idle partition (no offset to commit) go out in
-a transaction of their own from the tick.
+A partition's batch goes out in the worker's next Kafka transaction (services/common/stream.py; one
+per commit round for all its partitions), holding the final candles that closed, the changed candle
+state (a compacted changelog co-partitioned with the trades) and the next input offset. A worker that
+takes a partition over — after a kill -9 or a rebalance — therefore recovers exactly the candles and
+watermark behind its committed offset and publishes no final twice and none never. Windows closed by
+the wall clock on an idle partition (no offset to commit) go out from the tick, in a transaction
+without offsets.
 
 Live updates (market.crypto.ohlcv.live) are advisory snapshots of open candles: they are sent by a
 plain idempotent producer as soon as a batch is applied, throttled per candle.

@@ -266,3 +266,42 @@ async def test_a_transaction_sent_behind_a_failed_commit_never_commits(
     assert seen["overlapped"], "the second transaction did not begin while the first was committing"
     assert begun[0] != begun[1], "the two transactions in flight must use different producers"
     assert sorted(await _outputs(topics, names["out"])) == [f"a:{n}".encode() for n in range(1, 7)]
+
+
+async def test_taking_a_partition_over_fences_a_stale_owner_on_a_lower_partitions_ids(
+    topics: str, names: dict[str, str]
+) -> None:
+    """A worker's producers use the transactional ids of its lowest partition, so whoever wrote
+    partition 1 before may have used partition 0's ids. A stale owner of both (here: a producer on
+    partition 0's id, with an open transaction) must be fenced by the worker that takes partition 1
+    alone, before that worker reads the partition's state: its open transaction never commits."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    stale = AIOKafkaProducer(bootstrap_servers=topics, transactional_id=f"{group}-{names['in']}-0")
+    await stale.start()
+    # the group's other member takes partition 0 and does nothing: round-robin over the sorted member
+    # ids gives "a-…" the first partition and the app ("k2-test-…") the second
+    holder = AIOKafkaConsumer(names["in"], bootstrap_servers=topics, group_id=group, client_id="a-holder")
+    await holder.start()
+    try:
+        await stale.begin_transaction()
+        await stale.send_and_wait(names["out"], b"stale", key=b"stale", partition=0)
+        await wait_for(lambda: bool(holder.assignment()), timeout=30, message="the holder's assignment")
+        async with running(topics, names, group) as app:
+            await wait_for(
+                lambda: {tp.partition for tp, _ in app.processors()} == {1},
+                timeout=60,
+                message="the app owning partition 1 alone",
+            )
+            await produce(topics, names["in"], [(f"k{i}".encode(), b"x", None) for i in range(8)])
+            await wait_for(lambda: _some(topics, names["out"]), timeout=60, message="the app's first outputs")
+            with pytest.raises(KafkaError):
+                await asyncio.wait_for(stale.commit_transaction(), 30)
+        assert b"stale" not in await _outputs(topics, names["out"])
+    finally:
+        await holder.stop()
+        with contextlib.suppress(Exception):
+            await stale.stop()
+
+
+async def _some(bootstrap: str, topic: str) -> bool:
+    return bool(await _outputs(bootstrap, topic))
