@@ -301,14 +301,19 @@ async def _live(bootstrap: str, rate: int, seconds: float, maker: FrameMaker) ->
     return lat, expected
 
 
-def _hist_quantile(metrics: dict[str, float], name: str, q: float) -> float | None:
+def _hist_quantile(
+    metrics: dict[str, float], name: str, q: float, since: dict[str, float] | None = None
+) -> float | None:
+    """The upper bound of the histogram bucket holding quantile `q` (all label sets summed), counting
+    only the observations made after the scrape `since` when it is given."""
     buckets: dict[float, float] = {}
     for key, value in metrics.items():
         if key.startswith(name + "_bucket{"):
             le = key.split('le="', 1)[1].split('"', 1)[0]
             bound = float("inf") if le == "+Inf" else float(le)
-            buckets[bound] = buckets.get(bound, 0.0) + value
-    if not buckets:
+            earlier = (since or {}).get(key, 0.0)
+            buckets[bound] = buckets.get(bound, 0.0) + value - earlier
+    if not buckets or not buckets[float("inf")]:
         return None
     total = buckets[float("inf")]
     for bound in sorted(buckets):
@@ -331,7 +336,8 @@ def latency(
         # the live runs continue the warm-up's trade ids: lower ids would be dropped as duplicates
         if warmup > 0:  # steady state first: a just-started broker's JIT stretches the tail
             asyncio.run(_live(broker.bootstrap, rate, warmup, maker))
-        before = _load(proc.pid, broker.pid(), parse_metrics(scrape(url)))
+        scraped = parse_metrics(scrape(url))
+        before = _load(proc.pid, broker.pid(), scraped)
         lat, sent = asyncio.run(_live(broker.bootstrap, rate, seconds, maker))
         metrics = parse_metrics(scrape(url))
         load = _load_between(before, _load(proc.pid, broker.pid(), metrics))
@@ -346,8 +352,9 @@ def latency(
             "sent_trades": sent,
             "received_downstream": len(lat),
             "downstream_ms": stats,
-            "histogram_p99_bucket_ms": (_hist_quantile(metrics, hist, 0.99) or 0) * 1000,
-            "histogram_p50_bucket_ms": (_hist_quantile(metrics, hist, 0.50) or 0) * 1000,
+            # the measured run only (not the warm-up's first, slower minute)
+            "histogram_p99_bucket_ms": (_hist_quantile(metrics, hist, 0.99, scraped) or 0) * 1000,
+            "histogram_p50_bucket_ms": (_hist_quantile(metrics, hist, 0.50, scraped) or 0) * 1000,
             "peak_rss_mb": peak / 2**20,
             **load,
         }
@@ -475,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": "< 50 ms",
         },
         {
-            "measure": "p99 received_at→published (histogram bucket)",
+            "measure": "p99 received_at→published (histogram bucket, live run)",
             "value": f"<= {lat['histogram_p99_bucket_ms']:.0f} ms",
             "target": "< 50 ms",
         },

@@ -109,3 +109,22 @@ def test_the_latency_run_reports_each_process_cpu_and_the_transactions_it_took()
     assert load["transactions_per_s"] == 200.0
     assert load["trades_per_transaction"] == 5.0
     assert _load_between(before, before)["trades_per_transaction"] is None
+
+
+def test_the_histogram_quantile_counts_only_what_was_observed_after_the_first_scrape() -> None:
+    from bench.normalizer import _hist_quantile
+
+    name = "k2_normalizer_received_to_normalized_seconds"
+
+    def scrape(*counts: float) -> dict[str, float]:  # cumulative counts at le=0.01, 0.05, 0.25, +Inf
+        return {
+            f'{name}_bucket{{exchange="binance",le="{le}"}}': count
+            for le, count in zip(("0.01", "0.05", "0.25", "+Inf"), counts, strict=True)
+        }
+
+    warmup = scrape(0, 0, 100, 100)  # a slow start: 100 observations in (50, 250] ms
+    later = scrape(900, 1000, 1100, 1100)  # then 1,000 more, 90 % under 10 ms, all under 50 ms
+    assert _hist_quantile(later, name, 0.99) == 0.25
+    assert _hist_quantile(later, name, 0.99, since=warmup) == 0.05
+    assert _hist_quantile(later, name, 0.5, since=warmup) == 0.01
+    assert _hist_quantile(warmup, name, 0.99, since=warmup) is None
