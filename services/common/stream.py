@@ -299,8 +299,7 @@ class StreamApp:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         async with self._lock:
-            for tp in list(self._partitions):
-                await self._drop(tp, drain=True)
+            await self._drop_draining(list(self._partitions))
         if self._rounds is not None:
             self._rounds.cancel()
             await asyncio.gather(self._rounds, return_exceptions=True)
@@ -390,8 +389,9 @@ class StreamApp:
 
         One transaction per worker and round rather than one per partition: at 1,000 trades/s over
         six partitions, per-partition transactions cost the broker ~200 transactions/s (each a
-        transaction-log write to begin, two to end, and a marker per partition), and their queueing
-        doubled the median latency (measured back to back: p50 42 → 19 ms, p99 147 → 48 ms)."""
+        transaction-log write to begin, two to end, and a marker per partition), and queueing behind
+        them doubled the normalizer's median latency (back to back: p50 42 → 19 ms; figures in
+        services/normalizer/README.md)."""
         while True:
             due = [
                 part
@@ -646,9 +646,7 @@ class StreamApp:
     # -- partitions ----------------------------------------------------------------------------
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
-            for tp in list(self._partitions):
-                if tp not in assigned:
-                    await self._drop(tp, drain=True)
+            await self._drop_draining([tp for tp in self._partitions if tp not in assigned])
             await self._idle_producers()
             new = sorted(assigned - set(self._partitions))
             if new:
@@ -656,10 +654,19 @@ class StreamApp:
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            for tp in revoked:
-                # what was processed commits first: the next owner starts after it
-                await self._drop(tp, drain=True)
+            await self._drop_draining(list(revoked))
             await self._idle_producers()
+
+    async def _drop_draining(self, tps: list[TopicPartition]) -> None:
+        """Drop partitions after what they processed has committed (the next owner starts after it):
+        the transactional ones' queues go out together, in one transaction."""
+        parts = [part for tp in tps if (part := self._partitions.get(tp)) is not None]
+        due = [part for part in parts if not part.plain and part.queue and not part.failed]
+        if due:
+            with contextlib.suppress(Exception):  # a failure resets them all; the next owner redoes it
+                await asyncio.wait_for(self._commit_round(due), self.config.transaction_timeout_ms / 1000)
+        for tp in tps:
+            await self._drop(tp, drain=True)
 
     async def _reset(self, part: _Partition) -> None:
         """A partition whose processor raised: its queue is dropped, then it reopens from its last
