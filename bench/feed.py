@@ -305,7 +305,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {"targets": TARGETS}
     with tempfile.TemporaryDirectory() as tmp:
-        broker = LocalBroker(Path(tmp) / "k2", port=free_port(), controller_port=free_port(), heap="768m")
+        broker = LocalBroker(
+            Path(tmp) / "k2",
+            port=free_port(),
+            controller_port=free_port(),
+            heap="768m",
+            exit_with_parent=True,
+        )
         broker.start(wait=True)
         try:
             asyncio.run(ensure_topics(broker.bootstrap))

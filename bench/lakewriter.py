@@ -161,7 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"settings": vars(args)}
     with tempfile.TemporaryDirectory(prefix="k2-bench-lakewriter-") as tmp:
         tmp_path = Path(tmp)
-        broker = LocalBroker(tmp_path / "broker", port=free_port(), controller_port=free_port(), heap="512m")
+        broker = LocalBroker(
+            tmp_path / "broker",
+            port=free_port(),
+            controller_port=free_port(),
+            heap="512m",
+            exit_with_parent=True,
+        )
         broker.start(wait=True)
         try:
             asyncio.run(ensure_topics(broker.bootstrap))

@@ -445,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     global WITHIN_MS
     WITHIN_MS = args.within_ms
     tmp = Path(tempfile.mkdtemp(prefix="k2-bench-normalizer-"))
-    broker = LocalBroker(tmp, port=free_port(), controller_port=free_port(), heap="512m")
+    broker = LocalBroker(
+        tmp, port=free_port(), controller_port=free_port(), heap="512m", exit_with_parent=True
+    )
     results: dict[str, Any] = {"targets": {"trades_per_s": 20_000, "p99_ms_at_1000_per_s": 50, "rss_mb": 250}}
     try:
         results["parser_only"] = parser_only()

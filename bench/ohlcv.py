@@ -202,7 +202,9 @@ async def live_phase(
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     data_dir = Path(tempfile.mkdtemp(prefix="k2-bench-ohlcv-"))
-    broker = LocalBroker(data_dir, port=free_port(), controller_port=free_port(), heap="768m")
+    broker = LocalBroker(
+        data_dir, port=free_port(), controller_port=free_port(), heap="768m", exit_with_parent=True
+    )
     broker.start(wait=True)
     worker: ServiceProcess | None = None
     try:

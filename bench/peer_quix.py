@@ -193,7 +193,9 @@ def standalone(n_trades: int) -> dict[str, Any]:
     trades = [t for f in market.frames(start_us, seconds=600, rate=n_trades / 600) for t in f.trades]
     with tempfile.TemporaryDirectory(prefix="k2-bench-peer-") as tmp:
         work = Path(tmp)
-        broker = LocalBroker(work / "data", port=free_port(), controller_port=free_port())
+        broker = LocalBroker(
+            work / "data", port=free_port(), controller_port=free_port(), exit_with_parent=True
+        )
         broker.start()
         try:
             asyncio.run(ensure_topics(broker.bootstrap))

@@ -25,7 +25,9 @@ def k2_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def broker(k2_data_dir: Path) -> Iterator[LocalBroker]:
-    broker = LocalBroker(k2_data_dir, port=free_port(), controller_port=free_port(), heap="512m")
+    broker = LocalBroker(
+        k2_data_dir, port=free_port(), controller_port=free_port(), heap="512m", exit_with_parent=True
+    )
     env = {
         "K2_DATA_DIR": str(k2_data_dir),
         "K2_KAFKA_BOOTSTRAP": broker.bootstrap,

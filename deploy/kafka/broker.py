@@ -13,13 +13,16 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,23 @@ CACHE_DIR = Path(os.environ.get("K2_KAFKA_CACHE", HERE / ".cache"))
 LIBS_DIR = CACHE_DIR / "libs"
 POM = HERE / "pom.xml"
 LOG4J_CONFIG = HERE / "log4j2.properties"
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _terminate_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the kernel sends the child SIGTERM when `parent` exits (Linux's
+    PR_SET_PDEATHSIG); elsewhere a no-op."""
+
+    def arm() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 class BrokerError(RuntimeError):
@@ -71,6 +91,9 @@ class LocalBroker:
     heap: str = "512m"
     # KRaft feature levels set at format time, e.g. ("eligible.leader.replicas.version=0",).
     features: tuple[str, ...] = ()
+    # Stop (SIGTERM) when the process that started it exits, even by kill -9 (Linux): for a test
+    # session's or a benchmark's broker, which nothing else would stop. `task up`'s broker outlives it.
+    exit_with_parent: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -219,6 +242,7 @@ class LocalBroker:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                     env=env,
+                    preexec_fn=_terminate_with(os.getpid()) if self.exit_with_parent else None,
                 )
             self.pid_file.write_text(str(proc.pid))
         if wait:

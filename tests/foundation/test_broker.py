@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from deploy.kafka.broker import LIBS_DIR, LocalBroker, fetch_jars
+from deploy.kafka.broker import LIBS_DIR, LocalBroker, _alive, fetch_jars
 from services.common.metrics import free_port
 from tests.kafka_helpers import produce, read_topic
 
@@ -48,3 +51,39 @@ def test_broker_exiting_during_start_is_a_clear_error(tmp_path: Path, broker: Lo
     with pytest.raises(BrokerError, match=f"port {broker.port} is in use"):
         clash.start(timeout=60)
     assert clash.pid() is None
+
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from deploy.kafka.broker import LocalBroker
+data, port, controller = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+broker = LocalBroker(data, port=port, controller_port=controller, exit_with_parent=True)
+broker.start()
+print(broker.pid(), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_broker_started_with_exit_with_parent_stops_when_its_starter_is_killed(tmp_path: Path) -> None:
+    """A killed test session or benchmark must not leave its broker running, holding memory and ports."""
+    repo = Path(__file__).resolve().parents[2]
+    args = [str(tmp_path), str(free_port()), str(free_port())]
+    with open(tmp_path / "starter.err", "w+") as err:
+        starter = subprocess.Popen(
+            [sys.executable, "-c", STARTER, *args], cwd=repo, stdout=subprocess.PIPE, stderr=err, text=True
+        )
+        try:
+            assert starter.stdout is not None
+            line = starter.stdout.readline()  # the broker's pid, once it answers
+            err.seek(0)
+            assert line.strip().isdigit(), f"the starter failed: {err.read()}"
+            pid = int(line)
+            assert _alive(pid)
+        finally:
+            starter.kill()  # kill -9: no cleanup of its own runs
+            starter.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid), "the broker outlived the process that started it"
