@@ -249,7 +249,11 @@ async def _consume_latency(bootstrap: str, stop_at: float, expected: int) -> lis
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
         auto_offset_reset="latest",
-        fetch_max_wait_ms=5,
+        # as the services' consumers (services/common/stream.py): the broker answers a parked
+        # read_committed fetch as soon as a commit moves the last stable offset, so waiting longer adds
+        # no latency, while 5 ms made the broker answer ~200 empty fetches a second that no real
+        # downstream consumer sends (back to back: out→visible p50 unchanged, total p99 lower)
+        fetch_max_wait_ms=50,
         enable_auto_commit=False,
     )
     await consumer.start()
