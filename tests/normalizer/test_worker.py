@@ -284,6 +284,11 @@ async def test_metrics_are_served(running, topics: str) -> None:
     assert _metric(text, "k2_normalizer_trades_out_total", exchange="kraken") >= 1
     assert _metric(text, "k2_normalizer_control_frames_total", exchange="kraken") >= 0
     assert Decimal(str(_metric(text, "k2_normalizer_received_to_normalized_seconds_count"))) >= 1
+    # the latency target (p99 < 50 ms) is resolved by buckets between 25 and 100 ms
+    for le in ("0.03", "0.04", "0.05", "0.06", "0.075"):
+        assert (
+            f'k2_normalizer_received_to_normalized_seconds_bucket{{exchange="kraken",le="{le}"}}' in text
+        ), le
 
     async def lag_reported() -> bool:
         return "k2_normalizer_consumer_lag_messages{" in scrape(url)
