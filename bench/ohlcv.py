@@ -134,7 +134,9 @@ async def live_phase(
             bootstrap_servers=bootstrap,
             isolation_level="read_committed",
             auto_offset_reset="latest",
-            fetch_max_wait_ms=5,
+            # as the services' consumers: a parked read_committed fetch is answered as soon as a
+            # commit moves the last stable offset, and 5 ms only added empty fetches to the broker
+            fetch_max_wait_ms=50,
             group_id=None,
         )
         await consumer.start()
