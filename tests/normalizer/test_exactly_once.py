@@ -1,12 +1,14 @@
 """Two workers, kill -9 of one mid-stream: market.crypto.trades (read_committed) holds exactly the
-expected trades, each once, and the DLQ exactly the expected dead letters."""
+expected trades, each once, the DLQ exactly the expected dead letters, and market.crypto.gaps no
+hole in any symbol's trade ids (every connection's ids are contiguous: a takeover must never show
+stage 2 a connection's trades out of order)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from services.common.schemas import DeadLetter, Trade
-from services.common.topics import RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
+from services.common.schemas import DeadLetter, Gap, Trade
+from services.common.topics import GAPS, RAW_TOPICS, TRADES, TRADES_DLQ, TRADES_PARSED
 from tests.kafka_helpers import committed_offsets, end_offsets, produce, wait_for
 from tests.normalizer.frames import (
     BASE_US,
@@ -151,3 +153,5 @@ async def test_kill_9_of_one_of_two_workers_loses_and_duplicates_nothing(
     letters = [DeadLetter.decode(r.value) for r in await read_since(bootstrap, TRADES_DLQ)]
     assert len(letters) == bad and {d.reason for d in letters} == {"bad_price"}
     assert len({(d.source_topic, d.source_offset, d.element_index) for d in letters}) == bad
+    gaps = [Gap.decode(r.value) for r in await read_since(bootstrap, GAPS)]
+    assert [g for g in gaps if g.scope == "symbol"] == []  # (Coinbase sequence_num steps by 4 here)
