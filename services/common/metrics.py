@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, Gauge, Info, start_http_server
+from prometheus_client import REGISTRY, Gauge, Histogram, Info, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +69,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """`histogram.observe(v)` for every value (of one labelled child, or an unlabelled histogram), in
+    one increment per bucket touched and one of the sum.
+
+    prometheus_client's observe() takes two locked increments per value; for a per-trade latency
+    histogram at 20,000 trades/s that was ~10 % of the normalizer's CPU. This uses the histogram's
+    bucket values as observe() does (prometheus-client is pinned; tests/foundation/test_metrics.py
+    checks the exposition is the same as with observe())."""
+    bounds = histogram._upper_bounds
+    counts: Counter[int] = Counter()
+    total = 0.0
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1  # the first bucket whose bound is >= value
+        total += value
+    if not counts:
+        return
+    histogram._sum.inc(total)
+    for index, count in counts.items():
+        histogram._buckets[index].inc(count)

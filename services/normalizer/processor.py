@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import orjson
 
 from services.common.instruments import InstrumentList
+from services.common.metrics import observe_many
 from services.common.raw import KIND_MARKER, DisconnectMarker, RawHeaders
 from services.common.schemas import DeadLetter, Gap
 from services.common.stream import Output, Record
@@ -404,10 +405,14 @@ def _count_published(
             _count_gap(labels, missing)
     if published:
         now_us = time.time_ns() // 1000
-        counts: dict[str, int] = {}
+        by_exchange: dict[str, tuple[list[float], list[float]]] = {}
         for exchange, exchange_ts, received_at in published:
-            counts[exchange] = counts.get(exchange, 0) + 1
-            m.EXCHANGE_LATENCY.labels(exchange).observe(max(0, now_us - exchange_ts) / 1e6)
-            m.RECEIVED_LATENCY.labels(exchange).observe(max(0, now_us - received_at) / 1e6)
-        for exchange, count in counts.items():
-            m.TRADES_OUT.labels(exchange).inc(count)
+            latencies = by_exchange.get(exchange)
+            if latencies is None:
+                latencies = by_exchange[exchange] = ([], [])
+            latencies[0].append(max(0, now_us - exchange_ts) / 1e6)
+            latencies[1].append(max(0, now_us - received_at) / 1e6)
+        for exchange, (from_exchange, from_received) in by_exchange.items():
+            observe_many(m.EXCHANGE_LATENCY.labels(exchange), from_exchange)
+            observe_many(m.RECEIVED_LATENCY.labels(exchange), from_received)
+            m.TRADES_OUT.labels(exchange).inc(len(from_exchange))
