@@ -101,6 +101,28 @@ class Trade(_Record):
 
     _decimal_fields: ClassVar[frozenset[str]] = frozenset({"price", "quantity", "quote_quantity"})
 
+    def encode(self) -> bytes:
+        """The same bytes as `_Record.encode` (tests/foundation/test_contracts.py checks it), ~1.5x
+        faster: the normalizer encodes every trade, and orjson's dataclass walk with a Python
+        `default` callback per Decimal was ~13 % of its CPU in a backlog drain."""
+        return orjson.dumps(
+            {
+                "exchange": self.exchange,
+                "symbol": self.symbol,
+                "exchange_symbol": self.exchange_symbol,
+                "trade_id": self.trade_id,
+                "exchange_ts": self.exchange_ts,
+                "received_at": self.received_at,
+                "price": to_text(self.price),
+                "quantity": to_text(self.quantity),
+                "quote_quantity": to_text(self.quote_quantity),
+                "side": self.side,
+                "source_topic": self.source_topic,
+                "source_partition": self.source_partition,
+                "source_offset": self.source_offset,
+            }
+        )
+
     @property
     def key(self) -> str:
         """The Kafka key on market.crypto.trades: <exchange>:<symbol>."""

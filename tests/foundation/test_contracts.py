@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 from services.common.decimals import DecimalRangeError, divide, multiply, parse_decimal, to_text
 from services.common.instruments import InstrumentError, InstrumentList, default_instruments
 from services.common.kafka import KeyHashCache
-from services.common.schemas import Candle, DeadLetter, Gap, SchemaError, Trade, trade_order_key
+from services.common.schemas import Candle, DeadLetter, Gap, SchemaError, Trade, _Record, trade_order_key
 from services.common.settings import K2Settings, render_settings_doc
 
 REQUIRED = {
@@ -144,6 +145,14 @@ def test_trade_and_candle_round_trip_without_float() -> None:
     wire = trade.encode()
     assert b'"price":"67000.1"' in wire and b'"quantity":"0.00012345"' in wire
     assert Trade.decode(wire) == trade
+    # Trade's own fast encode gives exactly the generic record encoding, whatever the decimals
+    for price, quantity in [
+        ("0", "0"),
+        ("1E+3", "0.000000000000000001"),
+        ("67000.10000", "12345678901234567890"),
+    ]:
+        other = dataclasses.replace(trade, price=Decimal(price), quantity=Decimal(quantity))
+        assert other.encode() == _Record.encode(other)
     candle = Candle(
         "binance",
         "BTC/USDT",
