@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.common.kafka import ensure_topics
-from services.common.stream import Output, Record, StreamApp, StreamConfig
+from services.common.stream import BATCHED_SEND_MIN, Output, Record, StreamApp, StreamConfig
 from services.common.topics import TopicSpec
 from tests.kafka_helpers import committed_offsets, end_offsets, produce, read_topic, wait_for
 
@@ -177,6 +177,34 @@ async def test_plain_partitions_deliver_everything_and_commit_their_position(
         await wait_for(caught_up, timeout=30, message="the positions committed")
         assert app.transactions == 0
     assert sorted(await _outputs(topics, names["out"])) == sorted(values)
+
+
+async def test_a_large_plain_flush_goes_out_in_record_batches_in_order(
+    topics: str, names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog's flushes take `_send_batched` (record batches built per partition): every record
+    arrives once, each key's records in input order, and one larger than a batch goes out alone."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    batched: list[int] = []
+    send_batched = StreamApp._send_batched
+
+    async def spy(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
+        batched.append(len(outputs))
+        await send_batched(producer, outputs)
+
+    monkeypatch.setattr(StreamApp, "_send_batched", staticmethod(spy))
+    keys = [f"k{i}".encode() for i in range(10)]
+    records = [(keys[n % 10], keys[n % 10] + b":" + str(n // 10).encode(), None) for n in range(4000)]
+    records.insert(1500, (b"big", b"x" * 300_000, None))  # larger than a record batch (256 KiB)
+    await produce(topics, names["in"], records)  # before the app starts: a backlog
+    async with running(topics, names, group, plain=True):
+        await wait_for(lambda: _count(topics, names["out"], 4001), timeout=60, message="the outputs")
+    assert batched and max(batched) >= BATCHED_SEND_MIN
+    out = await _outputs(topics, names["out"])
+    assert sorted(out) == sorted(value for _key, value, _h in records)
+    for key in keys:
+        mine = [value for value in out if value.startswith(key + b":")]
+        assert mine == [key + b":" + str(i).encode() for i in range(400)], key
 
 
 async def test_a_failing_batch_is_retried_from_the_last_commit(topics: str, names: dict[str, str]) -> None:
