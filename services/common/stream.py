@@ -65,7 +65,8 @@ Output = tuple[str, bytes | None, bytes | None, int | None]
 Record = ConsumerRecord
 
 BATCHED_SEND_MIN = 1000
-"""A plain flush of at least this many records goes out in record batches (`_send_batched`)."""
+"""A flush or a transaction of at least this many records goes out in record batches
+(`_send_batched`); smaller ones (live traffic) one `send()` per record."""
 
 POSITION_KEY = b"@position"
 """Changelog key of a stateful partition's next input offset: it commits in the same transaction as
@@ -495,11 +496,7 @@ class StreamApp:
         assert self._plain_producer is not None
         offsets = [item.next_offset for item in pending if item.next_offset is not None]
         try:
-            outputs = [output for item in pending for output in item.outputs]
-            if len(outputs) >= BATCHED_SEND_MIN:
-                await self._send_batched(self._plain_producer, outputs)
-            else:
-                await self._send(self._plain_producer, outputs)
+            await self._send(self._plain_producer, [output for item in pending for output in item.outputs])
         except Exception as exc:
             log.warning("%s: send failed (%r); resetting the partition", _name(part.tp), exc)
             if not part.closed:
@@ -642,17 +639,17 @@ class StreamApp:
 
     @staticmethod
     async def _send_batched(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
-        """`_send` for a large plain flush (a backlog): each partition's records in record batches
+        """`_send` for many records (a backlog): each partition's records in record batches
         built here (aiokafka's `create_batch`/`send_batch`; keyed ones to the partition the
         producer's partitioner picks). One `send()` per record costs a coroutine and a future each,
         and on Python 3.11 every future also asks the kernel for the process id (asyncio's
         running-loop check): ~10 % of the normalizer's CPU in a backlog drain, its sends ~20 % in all.
 
-        Only for large flushes: small ones (live traffic) sent this way reach the next stage in more,
-        smaller produce requests (a batch per call and partition, where `send()` lets the flushes of
-        several partitions share one), which doubled the transactions of the normalizer's stage 2
-        at 1,000 trades/s (80/s instead of 42) and made its latency worse (p99 214 ms against 27–39
-        back to back)."""
+        Only for many records: small flushes (live traffic) sent this way reach the next stage in
+        more, smaller produce requests (a batch per call and partition, where `send()` lets the
+        flushes of several partitions share one), which doubled the transactions of the
+        normalizer's stage 2 at 1,000 trades/s (80/s instead of 42) and made its latency worse (p99
+        214 ms against 27–39 back to back)."""
         partitioner = PRODUCER_DEFAULTS["partitioner"]
         assert callable(partitioner)
         partitions_of: dict[str, list[int]] = {}
@@ -688,8 +685,12 @@ class StreamApp:
             await ack
 
     @staticmethod
-    async def _send(producer: AIOKafkaProducer, outputs: Iterable[Output]) -> None:
-        """Send in order and wait until every record is acknowledged (raises if one is not)."""
+    async def _send(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
+        """Send in order and wait until every record is acknowledged (raises if one is not); many
+        records (a backlog's flush or transaction) in record batches (`_send_batched`)."""
+        if len(outputs) >= BATCHED_SEND_MIN:
+            await StreamApp._send_batched(producer, outputs)
+            return
         send = producer.send
         acks = [
             await send(topic, value, key=key, partition=partition) for topic, key, value, partition in outputs

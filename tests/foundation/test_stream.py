@@ -207,6 +207,35 @@ async def test_a_large_plain_flush_goes_out_in_record_batches_in_order(
         assert mine == [key + b":" + str(i).encode() for i in range(400)], key
 
 
+async def test_a_large_transaction_goes_out_in_record_batches_exactly_once(
+    topics: str, names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog's transactions take `_send_batched` too: outputs and changelog once each, in order."""
+    group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
+    batched: list[int] = []
+    send_batched = StreamApp._send_batched
+
+    async def spy(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
+        batched.append(len(outputs))
+        await send_batched(producer, outputs)
+
+    monkeypatch.setattr(StreamApp, "_send_batched", staticmethod(spy))
+    keys = [f"k{i}".encode() for i in range(10)]
+    await produce(topics, names["in"], [(keys[n % 10], b"x", None) for n in range(3000)])
+    async with running(topics, names, group):
+        await wait_for(lambda: _count(topics, names["out"], 3000), timeout=60, message="the outputs")
+    assert batched and max(batched) >= BATCHED_SEND_MIN
+    out = await _outputs(topics, names["out"])
+    for key in keys:  # each key's counts 1..300, in order: none lost, none twice
+        assert [v for v in out if v.startswith(key + b":")] == [
+            key + b":" + str(n).encode() for n in range(1, 301)
+        ]
+    async with running(topics, names, group):  # the state committed with them: the count goes on
+        await produce(topics, names["in"], [(b"k0", b"x", None)])
+        await wait_for(lambda: _count(topics, names["out"], 3001), timeout=60, message="the next output")
+    assert (await _outputs(topics, names["out"]))[-1] == b"k0:301"
+
+
 async def test_a_failing_batch_is_retried_from_the_last_commit(topics: str, names: dict[str, str]) -> None:
     group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
     Counter.failures_left = 2
