@@ -179,20 +179,26 @@ async def test_plain_partitions_deliver_everything_and_commit_their_position(
     assert sorted(await _outputs(topics, names["out"])) == sorted(values)
 
 
+@pytest.fixture
+def batched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the sends that took `_send_batched` (record batches), as they happen."""
+    sizes: list[int] = []
+    send_batched = StreamApp._send_batched
+
+    async def spy(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
+        sizes.append(len(outputs))
+        await send_batched(producer, outputs)
+
+    monkeypatch.setattr(StreamApp, "_send_batched", staticmethod(spy))
+    return sizes
+
+
 async def test_a_large_plain_flush_goes_out_in_record_batches_in_order(
-    topics: str, names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    topics: str, names: dict[str, str], batched: list[int]
 ) -> None:
     """A backlog's flushes take `_send_batched` (record batches built per partition): every record
     arrives once, each key's records in input order, and one larger than a batch goes out alone."""
     group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
-    batched: list[int] = []
-    send_batched = StreamApp._send_batched
-
-    async def spy(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
-        batched.append(len(outputs))
-        await send_batched(producer, outputs)
-
-    monkeypatch.setattr(StreamApp, "_send_batched", staticmethod(spy))
     keys = [f"k{i}".encode() for i in range(10)]
     records = [(keys[n % 10], keys[n % 10] + b":" + str(n // 10).encode(), None) for n in range(4000)]
     records.insert(1500, (b"big", b"x" * 300_000, None))  # larger than a record batch (256 KiB)
@@ -208,18 +214,10 @@ async def test_a_large_plain_flush_goes_out_in_record_batches_in_order(
 
 
 async def test_a_large_transaction_goes_out_in_record_batches_exactly_once(
-    topics: str, names: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    topics: str, names: dict[str, str], batched: list[int]
 ) -> None:
     """A backlog's transactions take `_send_batched` too: outputs and changelog once each, in order."""
     group = f"k2-test-stream-{uuid.uuid4().hex[:6]}"
-    batched: list[int] = []
-    send_batched = StreamApp._send_batched
-
-    async def spy(producer: AIOKafkaProducer, outputs: list[Output]) -> None:
-        batched.append(len(outputs))
-        await send_batched(producer, outputs)
-
-    monkeypatch.setattr(StreamApp, "_send_batched", staticmethod(spy))
     keys = [f"k{i}".encode() for i in range(10)]
     await produce(topics, names["in"], [(keys[n % 10], b"x", None) for n in range(3000)])
     async with running(topics, names, group):
