@@ -10,6 +10,7 @@ Rules shared by every service (so a recomputation anywhere gives the same digits
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 
 SCALE = 18
@@ -18,6 +19,10 @@ QUANTUM = Decimal(1).scaleb(-SCALE)  # 1E-18
 MAX_INTEGER_DIGITS = PRECISION - SCALE
 # Wide enough that products and sums of decimal(38,18) values never round before quantize().
 EXACT = Context(prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation])
+# Plain ASCII decimal text that fits decimal(38,18) by its shape: no range checks needed. Nearly every
+# price and quantity an exchange sends looks like this (tests/foundation/test_decimals.py checks that the
+# shortcut agrees with parse_checked).
+_FITS = re.compile(rf"[0-9]{{1,{MAX_INTEGER_DIGITS}}}(?:\.[0-9]{{1,{SCALE}}})?")
 
 
 class DecimalRangeError(ValueError):
@@ -26,6 +31,13 @@ class DecimalRangeError(ValueError):
 
 def parse_decimal(text: str) -> Decimal:
     """Parse decimal text exactly; raise ValueError for anything that is not a finite decimal(38,18)."""
+    if isinstance(text, str) and _FITS.fullmatch(text) is not None:
+        return Decimal(text)
+    return parse_checked(text)
+
+
+def parse_checked(text: str) -> Decimal:
+    """parse_decimal without the shortcut for plain text: every value goes through check_fits."""
     try:
         value = Decimal(text)
     except (InvalidOperation, TypeError) as exc:
@@ -65,9 +77,11 @@ def divide(a: Decimal, b: Decimal) -> Decimal:
 
 def to_text(value: Decimal) -> str:
     """Plain (non-scientific) text of a Decimal, normalized: trailing fractional zeros dropped."""
-    if value == 0:
-        return "0"
-    text = format(value, "f")
+    text = str(value)  # the plain form, unless the exponent is positive or the value is below 1E-6
+    if "E" in text:
+        if value == 0:
+            return "0"
+        text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return text
+    return "0" if text == "-0" else text

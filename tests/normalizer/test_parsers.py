@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.common.instruments import default_instruments
 from services.common.schemas import DLQ_REASONS
@@ -202,3 +205,24 @@ def test_coinbase_sequence_holes() -> None:
     assert tracker.observe(0, "c", 7) is None
     tracker.reset("c")
     assert tracker.observe(0, "c", 1) is None  # a new connection starts again
+
+
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1)),
+    st.integers(min_value=-23 * 60, max_value=23 * 60),
+    st.text(alphabet="0123456789", min_size=0, max_size=9),
+)
+def test_timestamps_agree_with_datetime_arithmetic(start: datetime, offset_min: int, digits: str) -> None:
+    """rfc3339_us remembers the seconds of a date and time of day: the seconds, the zone and the
+    fraction of each text still count (the same text twice, the next second, another zone)."""
+    fraction = f".{digits}" if digits else ""
+    micros = int(digits[:6].ljust(6, "0")) if digits else 0
+    sign = "+" if offset_min >= 0 else "-"
+    offset = f"{sign}{abs(offset_min) // 60:02d}:{abs(offset_min) % 60:02d}"
+    for wall in (start, start + timedelta(seconds=1)):
+        for zone, tz in (("Z", UTC), (offset, timezone(timedelta(minutes=offset_min)))):
+            text = wall.replace(microsecond=0).isoformat() + fraction + zone
+            aware = wall.replace(microsecond=micros, tzinfo=tz)
+            expected = (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            assert rfc3339_us(text) == expected, text
+            assert rfc3339_us(text) == expected, text

@@ -111,7 +111,29 @@ def rfc3339_us(text: str) -> int:
     match = _RFC3339.match(text)
     if match is None:
         raise Reject("wrong_type", f"timestamp {text[:64]!r} is not RFC3339")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    wall = text[:19]  # date and time of day (the pattern's fixed-width start)
+    seconds = _wall_seconds.get(wall)
+    if seconds is None:
+        seconds = _wall_seconds_of(text, match)
+        if len(_wall_seconds) >= _WALL_SECONDS_MAX:
+            _wall_seconds.clear()
+        _wall_seconds[wall] = seconds
+    fraction, zone = match.group(7, 8)
+    if zone not in ("Z", "z"):
+        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
+        seconds -= offset if zone[0] == "+" else -offset
+    return seconds * 1_000_000 + (int(fraction[:6].ljust(6, "0")) if fraction else 0)
+
+
+# Trades of a frame, and of a symbol within a second, share their date and time of day: the
+# conversion of "YYYY-MM-DDTHH:MM:SS" to seconds is remembered (bounded; cleared when full).
+_wall_seconds: dict[str, int] = {}
+_WALL_SECONDS_MAX = 4096
+
+
+def _wall_seconds_of(text: str, match: re.Match[str]) -> int:
+    """Seconds since the epoch of the date and time of day, as if at UTC; Reject if invalid."""
+    year, month, day, hour, minute, second = match.group(1, 2, 3, 4, 5, 6)
     try:
         days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
     except ValueError:
@@ -119,19 +141,17 @@ def rfc3339_us(text: str) -> int:
     h, m, s = int(hour), int(minute), int(second)
     if h > 23 or m > 59 or s > 60:
         raise Reject("wrong_type", f"timestamp {text[:64]!r} has an invalid time")
-    seconds = days * 86400 + h * 3600 + m * 60 + s
-    if zone not in ("Z", "z"):
-        offset = int(zone[1:3]) * 3600 + int(zone[4:6]) * 60
-        seconds -= offset if zone[0] == "+" else -offset
-    micros = int((fraction or "0")[:6].ljust(6, "0"))
-    return seconds * 1_000_000 + micros
+    return days * 86400 + h * 3600 + m * 60 + s
 
 
 def require(element: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     """element[name] of the given JSON type (bool is never an int here), else Reject."""
-    if name not in element:
-        raise Reject("missing_field", f"field {name!r} is missing")
-    value = element[name]
+    try:
+        value = element[name]
+    except KeyError:
+        raise Reject("missing_field", f"field {name!r} is missing") from None
+    if type(value) is kind:  # the usual case, checked first: exactly the type asked for
+        return value
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
         raise Reject("wrong_type", f"field {name!r} must be {_names(kind)}, got bool")
     if not isinstance(value, kind):
