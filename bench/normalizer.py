@@ -40,7 +40,7 @@ from bench.common import (
 )
 from deploy.kafka.broker import LocalBroker
 from services.common.instruments import default_instruments
-from services.common.kafka import ensure_topics
+from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
 from services.common.metrics import free_port
 from services.common.raw import RawHeaders
 from services.common.topics import RAW_TOPICS, TRADES
@@ -151,7 +151,10 @@ async def _produce(
     bootstrap: str, frames: list[tuple[str, bytes, bytes, int]], received_ns: int | None
 ) -> None:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, compression_type="lz4"
+        bootstrap_servers=bootstrap,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        compression_type=str(PRODUCER_DEFAULTS["compression_type"]),
     )
     await producer.start()
     try:

@@ -34,7 +34,7 @@ from bench.common import (
 )
 from deploy.kafka.broker import LocalBroker
 from services.common.decimals import multiply
-from services.common.kafka import ensure_topics
+from services.common.kafka import PRODUCER_DEFAULTS, ensure_topics
 from services.common.metrics import free_port
 from services.common.schemas import Candle, Trade
 from services.common.topics import OHLCV, OHLCV_LIVE, TRADES
@@ -78,7 +78,7 @@ async def produce_backlog(bootstrap: str, count: int, syms: list[tuple[str, str]
         acks="all",
         linger_ms=20,
         max_batch_size=512 * 1024,
-        compression_type="lz4",
+        compression_type=str(PRODUCER_DEFAULTS["compression_type"]),
     )
     await producer.start()
     try:

