@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -27,8 +28,11 @@ MARKER_TYPE = "k2.disconnect"
 MAX_FRAME_BYTES = 1024 * 1024  # larger frames are not published raw (counted, and logged by the feed)
 
 
-@dataclass(frozen=True, slots=True)
-class RawHeaders:
+class RawHeaders(NamedTuple):
+    """A raw record's headers. A NamedTuple (immutable, like the frozen dataclasses here) because
+    the normalizer and the lake writer parse one per frame: a frozen dataclass's __init__ alone
+    cost ~1 µs of from_kafka's ~2.7 µs."""
+
     received_at_ns: int
     connection_id: str
     seq: int
@@ -45,15 +49,17 @@ class RawHeaders:
     @classmethod
     def from_kafka(cls, headers: Iterable[tuple[str, bytes]] | None) -> RawHeaders:
         """Parse Kafka headers; raises ValueError when a required header is missing or bad."""
-        values = {key: value for key, value in (headers or ())}
         try:
+            values = dict(headers or ())
+            seq = values.get(HEADER_SEQ)
+            kind = values.get(HEADER_KIND)
             return cls(
-                received_at_ns=int(values[HEADER_RECEIVED_AT]),
-                connection_id=values[HEADER_CONNECTION_ID].decode(),
-                seq=int(values.get(HEADER_SEQ, b"0")),
-                kind=values.get(HEADER_KIND, KIND_FRAME.encode()).decode(),
+                int(values[HEADER_RECEIVED_AT]),
+                values[HEADER_CONNECTION_ID].decode(),
+                0 if seq is None else int(seq),
+                KIND_FRAME if kind is None else kind.decode(),
             )
-        except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
             raise ValueError(f"bad raw-record headers: {exc!r}") from exc
 
 
