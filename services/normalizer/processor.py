@@ -1,11 +1,9 @@
 """The two stages' per-partition logic: records in → outputs (services/common/stream.py sends them).
 
 Stage 1 (raw → parsed, at least once): parse frames, dead-letter bad elements, Coinbase sequence and
-disconnect gaps. Everything it produces goes to the parsed topic: trades keyed by symbol, a batch's
-trades of one symbol bundled into records of Trade JSON lines (one Kafka record per trade made
-aiokafka's per-record work ~10 % of a backlog drain), dead letters and gaps as forwards keyed by
-their raw partition, each tagged with its place in the raw input (offset, slot), so that stage 2
-can drop what a restarted or reset stage 1 sends again.
+disconnect gaps. Everything it produces goes to the parsed topic: trades keyed by symbol, dead
+letters and gaps as forwards keyed by their raw partition, each tagged with its place in the raw
+input (offset, slot), so that stage 2 can drop what a restarted or reset stage 1 sends again.
 Stage 2 (parsed → trades, dlq, gaps; in the worker's Kafka transactions): drop duplicate
 trades by natural key and repeated forwards by their place, report holes in sequential trade ids;
 its state goes to the dedup changelog in the same transaction as what it let through.
@@ -37,7 +35,6 @@ EXCHANGE_OF_TOPIC = {topic: exchange for exchange, topic in RAW_TOPICS.items()}
 FORWARD_TOPICS = frozenset({TRADES_DLQ, GAPS})
 
 
-BUNDLE_MAX_BYTES = 64 * 1024  # a parsed record holds one symbol's trades up to this size (or one trade)
 FORWARD_PREFIX = b"@"  # key of a forward on the parsed topic: @<raw topic>:<raw partition>
 SLOT_GAP = 0  # a raw record's forwards: its gap, its dead letters (element index + 2; whole frame: 1)
 SLOT_ERROR = -1  # the dead letter of an unexpected error
@@ -84,10 +81,9 @@ class ParseProcessor:
 
     def _process(self, records: list[Record]) -> list[Output]:
         outputs: list[Output] = []
-        trades: dict[str, list[bytes]] = {}  # per key, in input order: bundled when the batch is done
         for record in records:
             try:
-                self._one(record, outputs, trades)
+                self._one(record, outputs)
             except Exception as exc:  # never crash on input: the record becomes a dead letter
                 log.exception("unexpected error on %s[%d]@%d", record.topic, record.partition, record.offset)
                 exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
@@ -102,8 +98,6 @@ class ParseProcessor:
                     -1,
                     slot=SLOT_ERROR,
                 )
-        for key, lines in trades.items():
-            _bundle(outputs, key.encode(), lines)
         return outputs
 
     def tick(self) -> list[Output]:
@@ -112,7 +106,7 @@ class ParseProcessor:
     def after_commit(self) -> Callable[[], None]:
         return _count_parse_batch
 
-    def _one(self, record: Record, outputs: list[Output], trades: dict[str, list[bytes]]) -> None:
+    def _one(self, record: Record, outputs: list[Output]) -> None:
         exchange = EXCHANGE_OF_TOPIC.get(record.topic, "unknown")
         try:
             headers = RawHeaders.from_kafka(record.headers)
@@ -161,11 +155,7 @@ class ParseProcessor:
         if result.trades:
             self._trades[exchange] += len(result.trades)
             for trade in result.trades:
-                key = trade.key
-                lines = trades.get(key)
-                if lines is None:
-                    lines = trades[key] = []
-                lines.append(trade.encode())
+                outputs.append((TRADES_PARSED, trade.key.encode(), trade.encode(), None))
         for rej in result.rejections:
             self._dead(
                 outputs, record, exchange, received_us, rej.reason, rej.detail, rej.payload, rej.element_index
@@ -232,18 +222,6 @@ class ParseProcessor:
         outputs.append(forward(record, TRADES_DLQ, letter.key, letter.encode(), slot, (exchange, reason)))
 
 
-def _bundle(outputs: list[Output], key: bytes, lines: list[bytes]) -> None:
-    """One symbol's trades (Trade JSON, never a raw newline in it) as parsed records of JSON lines,
-    each at most BUNDLE_MAX_BYTES unless a single trade is larger."""
-    start = size = 0
-    for end, line in enumerate(lines):
-        if size and size + len(line) > BUNDLE_MAX_BYTES:
-            outputs.append((TRADES_PARSED, key, b"\n".join(lines[start:end]), None))
-            start, size = end, 0
-        size += len(line) + 1
-    outputs.append((TRADES_PARSED, key, b"\n".join(lines[start:]), None))
-
-
 def _forward_gap(record: Record, gap: Gap) -> Output:
     return forward(record, GAPS, gap.key, gap.encode(), SLOT_GAP, (gap.exchange, gap.kind), gap.missing)
 
@@ -290,8 +268,8 @@ class ForwardMark:
 
 
 class DedupProcessor:
-    """Stage 2 for one parsed partition. Reads only what dedup needs from each parsed Trade JSON
-    line (no Decimal work): the published value is the line's bytes, unchanged. Forwards (dead
+    """Stage 2 for one parsed partition. Reads only what dedup needs from the parsed Trade JSON (no
+    Decimal work): the published value is the parsed record's bytes, unchanged. Forwards (dead
     letters, gaps) are published once per place in the raw input."""
 
     def __init__(self, partition: int, changelog: str, horizon: int, state: dict[bytes, bytes]) -> None:
@@ -326,48 +304,47 @@ class DedupProcessor:
             if record.key is not None and record.key.startswith(FORWARD_PREFIX):
                 self._forward(record, outputs, forwarded, moved)
                 continue
-            for line in (record.value or b"").split(b"\n"):  # a bundle: Trade JSON lines
-                try:
-                    data = orjson.loads(line)
-                    exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
-                    exchange_ts, received_at = int(data["exchange_ts"]), int(data["received_at"])
-                    if not (type(exchange) is str and type(symbol) is str and type(trade_id) is str):
-                        raise TypeError("exchange, symbol and trade_id must be strings")
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                    log.error(
-                        "undecodable trade in parsed record %s[%d]@%d: %r",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        exc,
-                    )  # only a foreign writer could put this here
-                    continue
-                key = f"{exchange}:{symbol}"
-                state = states.get(key)
-                if state is None:
-                    state = states[key] = new_state(exchange, self.horizon)
-                verdict = state.check(trade_id)
-                if verdict.gap_expected is not None:
-                    _gap(
-                        outputs,
-                        forwarded,
-                        Gap(
-                            exchange=exchange,
-                            scope="symbol",
-                            subject=symbol,
-                            kind="sequence",
-                            expected=verdict.gap_expected,
-                            received=verdict.gap_received,
-                            missing=verdict.missing,
-                            detected_at=received_at,
-                        ),
-                    )
-                if not verdict.publish:
-                    m.DUPLICATES.labels(exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
-                    continue
-                changed[key] = state
-                outputs.append((TRADES, key.encode(), line, None))
-                published.append((exchange, exchange_ts, received_at))
+            try:
+                data = orjson.loads(record.value or b"")
+                exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
+                exchange_ts, received_at = int(data["exchange_ts"]), int(data["received_at"])
+                if not (isinstance(exchange, str) and isinstance(symbol, str) and isinstance(trade_id, str)):
+                    raise TypeError("exchange, symbol and trade_id must be strings")
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                log.error(
+                    "undecodable parsed record %s[%d]@%d: %r",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )  # only a foreign writer could put this here
+                continue
+            key = f"{exchange}:{symbol}"
+            state = states.get(key)
+            if state is None:
+                state = states[key] = new_state(exchange, self.horizon)
+            verdict = state.check(trade_id)
+            if verdict.gap_expected is not None:
+                _gap(
+                    outputs,
+                    forwarded,
+                    Gap(
+                        exchange=exchange,
+                        scope="symbol",
+                        subject=symbol,
+                        kind="sequence",
+                        expected=verdict.gap_expected,
+                        received=verdict.gap_received,
+                        missing=verdict.missing,
+                        detected_at=received_at,
+                    ),
+                )
+            if not verdict.publish:
+                m.DUPLICATES.labels(exchange, "horizon" if verdict.beyond_horizon else "seen").inc()
+                continue
+            changed[key] = state
+            outputs.append((TRADES, key.encode(), record.value or b"", None))
+            published.append((exchange, exchange_ts, received_at))
         for key, state in changed.items():
             outputs.append((self.changelog, key.encode(), state.encode(), self.partition))
         for source, mark in moved.items():

@@ -4,10 +4,6 @@ of stage 2 from its changelog."""
 
 from __future__ import annotations
 
-from collections import Counter
-
-import orjson
-import pytest
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
@@ -15,7 +11,6 @@ from services.common.instruments import default_instruments
 from services.common.schemas import DeadLetter, Gap
 from services.common.stream import Output
 from services.common.topics import GAPS, TRADES, TRADES_DLQ, TRADES_PARSED
-from services.normalizer import processor
 from services.normalizer.processor import DedupProcessor, ForwardMark, ParseProcessor
 from tests.normalizer.frames import BASE_NS, binance_trade, marker_record, raw_record, topic
 
@@ -71,40 +66,6 @@ def test_a_replayed_stage_one_batch_is_published_once() -> None:
     assert [DeadLetter.decode(v).reason for v in got[TRADES_DLQ]] == ["malformed_json", "bad_price"]
     assert [Gap.decode(v).kind for v in got[GAPS]] == ["disconnect", "sequence"]  # 102 is missing
     assert len(got[TRADES]) == 2  # trades 100 and 103
-
-
-def test_a_batch_sends_each_symbol_s_trades_in_bundles_of_json_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(processor, "BUNDLE_MAX_BYTES", 1000)  # ~3 trades a bundle
-    frames = [
-        raw_record("b1", i + 1, binance_trade(100 + i // 2, symbol="BTCUSDT" if i % 2 else "ETHUSDT"))
-        for i in range(24)
-    ]
-    records = [
-        ConsumerRecord(topic("binance"), 0, offset, 0, 0, key, value, None, 0, len(value), headers)
-        for offset, (key, value, headers) in enumerate(frames)
-    ]
-    outputs = ParseProcessor(INSTRUMENTS).process(records)
-
-    lines: dict[bytes, list[bytes]] = {}
-    for topic_name, key, value, _p in outputs:
-        assert topic_name == TRADES_PARSED and key is not None and value is not None
-        bundle = value.split(b"\n")
-        assert len(value) <= 1000 or len(bundle) == 1
-        lines.setdefault(key, []).extend(bundle)
-    per_key = Counter(key for _t, key, _v, _p in outputs)
-    assert len(per_key) == 2 and all(count > 1 for count in per_key.values())  # split at the size
-    assert len(outputs) < 24  # but bundled: fewer records than trades
-    for key, trades in lines.items():  # every trade once, in input order, under its symbol's key
-        assert [orjson.loads(line)["trade_id"] for line in trades] == [str(100 + i) for i in range(12)]
-        assert {orjson.loads(line)["symbol"] for line in trades} == {key.decode().split(":")[1]}
-
-    # stage 2: each line published as it is, once, in order, also when the bundles come again
-    stage2 = DedupProcessor(0, CHANGELOG, 1000, {})
-    got = published(stage2.process(parsed(outputs, 0) + parsed(outputs, len(outputs))))
-    for key, trades in lines.items():
-        symbol = key.decode().split(":")[1]
-        assert [line for line in got[TRADES] if orjson.loads(line)["symbol"] == symbol] == trades
-    assert len(got[TRADES]) == 24 and not got[GAPS]
 
 
 def test_forward_marks_admit_each_place_once_in_any_slot_order() -> None:
