@@ -48,6 +48,11 @@ def create_app(settings: NormalizerSettings) -> StreamApp:
         changelog=changelog,
         stateful_topics=frozenset({TRADES_PARSED}),
         batch_max=settings.normalizer_batch_max,
+        # A stage-1 batch (2,000 frames → ~6,000 records with its trades) stays under this, so the
+        # next batch is fetched and parsed while its outputs are acknowledged: in a backlog drain the
+        # worker was busy 82 % of the time with 2,000, 85 % with this (back to back, 3 runs each:
+        # +1–7 % trades/s, peak RSS 106 → 129 MB)
+        queue_max=4 * settings.normalizer_batch_max,
         poll_ms=settings.normalizer_batch_within_ms,
         session_timeout_ms=int(settings.normalizer_session_timeout_s * 1000),
         transaction_timeout_ms=settings.normalizer_transaction_timeout_ms,
