@@ -11,7 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from services.common.instruments import InstrumentList
-from services.normalizer.parsers import binance, coinbase, kraken
+from services.common.raw import MAX_FRAME_BYTES
+from services.normalizer.parsers import binance, coinbase, fast, kraken
 from services.normalizer.parsers.common import (
     Lineage,
     ParseResult,
@@ -21,7 +22,7 @@ from services.normalizer.parsers.common import (
     decode_frame,
 )
 
-__all__ = ["Lineage", "ParseResult", "Rejection", "parse_frame"]
+__all__ = ["Lineage", "ParseResult", "Rejection", "parse_frame", "parse_generic"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ PARSERS: dict[str, Callable[[Any, str, TradeBuilder], ParseResult]] = {
     "kraken": kraken.parse,
     "coinbase": coinbase.parse,
 }
+# The usual trade frames in one typed decode (fast.py); None from them means "ask the parser".
+FAST_PATHS: dict[str, Callable[[bytes, TradeBuilder], ParseResult | None]] = {
+    "binance": fast.binance,
+    "coinbase": fast.coinbase,
+}
 
 
 def _payload(frame: bytes) -> str:
@@ -43,6 +49,22 @@ def parse_frame(
     exchange: str, frame: bytes, received_at_us: int, lineage: Lineage, instruments: InstrumentList
 ) -> ParseResult:
     """Parse one raw frame of `exchange`; never raises."""
+    fast_path = FAST_PATHS.get(exchange)
+    if fast_path is not None and len(frame) <= MAX_FRAME_BYTES:
+        try:
+            result = fast_path(frame, TradeBuilder(exchange, instruments, received_at_us, lineage))
+        except Exception:  # a fast-path bug: the parser below still answers (and logs its own)
+            log.exception("fast path error on %s frame at %s", exchange, lineage)
+            result = None
+        if result is not None:
+            return result
+    return parse_generic(exchange, frame, received_at_us, lineage, instruments)
+
+
+def parse_generic(
+    exchange: str, frame: bytes, received_at_us: int, lineage: Lineage, instruments: InstrumentList
+) -> ParseResult:
+    """parse_frame without the fast paths: the exchange's parser over the JSON tree."""
     try:
         parser = PARSERS[exchange]
     except KeyError:
