@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from services.common.instruments import InstrumentList
@@ -267,6 +268,20 @@ class ForwardMark:
         return cls(int(offset), {int(slot) for slot in slots})
 
 
+class _TradeKey(msgspec.Struct):
+    """What stage 2 reads of a parsed Trade JSON, type-checked (the rest passes through as bytes):
+    a typed msgspec decode skips the other fields, ~2x faster than a full orjson.loads."""
+
+    exchange: str
+    symbol: str
+    trade_id: str
+    exchange_ts: int
+    received_at: int
+
+
+_TRADE_KEY = msgspec.json.Decoder(_TradeKey)
+
+
 class DedupProcessor:
     """Stage 2 for one parsed partition. Reads only what dedup needs from the parsed Trade JSON (no
     Decimal work): the published value is the parsed record's bytes, unchanged. Forwards (dead
@@ -305,12 +320,8 @@ class DedupProcessor:
                 self._forward(record, outputs, forwarded, moved)
                 continue
             try:
-                data = orjson.loads(record.value or b"")
-                exchange, symbol, trade_id = data["exchange"], data["symbol"], data["trade_id"]
-                exchange_ts, received_at = int(data["exchange_ts"]), int(data["received_at"])
-                if not (isinstance(exchange, str) and isinstance(symbol, str) and isinstance(trade_id, str)):
-                    raise TypeError("exchange, symbol and trade_id must be strings")
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                trade = _TRADE_KEY.decode(record.value or b"")
+            except (msgspec.DecodeError, ValueError, RecursionError) as exc:
                 log.error(
                     "undecodable parsed record %s[%d]@%d: %r",
                     record.topic,
@@ -319,6 +330,7 @@ class DedupProcessor:
                     exc,
                 )  # only a foreign writer could put this here
                 continue
+            exchange, symbol, trade_id = trade.exchange, trade.symbol, trade.trade_id
             key = f"{exchange}:{symbol}"
             state = states.get(key)
             if state is None:
@@ -336,7 +348,7 @@ class DedupProcessor:
                         expected=verdict.gap_expected,
                         received=verdict.gap_received,
                         missing=verdict.missing,
-                        detected_at=received_at,
+                        detected_at=trade.received_at,
                     ),
                 )
             if not verdict.publish:
@@ -344,7 +356,7 @@ class DedupProcessor:
                 continue
             changed[key] = state
             outputs.append((TRADES, key.encode(), record.value or b"", None))
-            published.append((exchange, exchange_ts, received_at))
+            published.append((exchange, trade.exchange_ts, trade.received_at))
         for key, state in changed.items():
             outputs.append((self.changelog, key.encode(), state.encode(), self.partition))
         for source, mark in moved.items():

@@ -4,6 +4,7 @@ of stage 2 from its changelog."""
 
 from __future__ import annotations
 
+import orjson
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
@@ -66,6 +67,22 @@ def test_a_replayed_stage_one_batch_is_published_once() -> None:
     assert [DeadLetter.decode(v).reason for v in got[TRADES_DLQ]] == ["malformed_json", "bad_price"]
     assert [Gap.decode(v).kind for v in got[GAPS]] == ["disconnect", "sequence"]  # 102 is missing
     assert len(got[TRADES]) == 2  # trades 100 and 103
+
+
+def test_stage_two_skips_parsed_records_it_cannot_read() -> None:
+    """Only stage 1 writes the parsed topic; a record of another writer is logged and skipped, and
+    the trades around it still go through."""
+    foreign = [
+        b"{not json",
+        b"[]",
+        b'{"exchange":"binance"}',
+        b'{"exchange":"binance","symbol":"BTC/USDT","trade_id":5,"exchange_ts":1,"received_at":1}',
+        b'{"exchange":"binance","symbol":"BTC/USDT","trade_id":"5","exchange_ts":"1","received_at":1}',
+    ]
+    outputs = [(TRADES_PARSED, b"binance:BTC/USDT", value, None) for value in foreign]
+    outputs += ParseProcessor(INSTRUMENTS).process(raw_records())
+    got = published(DedupProcessor(0, CHANGELOG, 1000, {}).process(parsed(outputs, 0)))
+    assert [orjson.loads(value)["trade_id"] for value in got[TRADES]] == ["100", "103"]
 
 
 def test_forward_marks_admit_each_place_once_in_any_slot_order() -> None:
