@@ -21,7 +21,7 @@ from services.normalizer.parsers.common import (
     to_decimal,
 )
 
-_TAKER = {"BUY": "SELL", "SELL": "BUY"}  # maker side → taker side
+TAKER_SIDE = {"BUY": "SELL", "SELL": "BUY"}  # maker side → taker side
 _CONTROL_CHANNELS = {"subscriptions": "subscriptions", "heartbeats": "heartbeat"}
 
 
@@ -81,7 +81,7 @@ def _trade(element: Any, builder: TradeBuilder):
     exchange_ts = rfc3339_us(ts_text)
     price = to_decimal("price", price_text)
     quantity = to_decimal("size", size_text)
-    side = _TAKER.get(maker_side)
+    side = TAKER_SIDE.get(maker_side)
     if side is None:
         raise Reject("bad_side", f"side {maker_side[:32]!r} is not BUY|SELL")
     return builder.build(native, trade_id, exchange_ts, price, quantity, side)

@@ -1,5 +1,6 @@
 """Fast paths for the usual trade frames: one msgspec decode into typed structs, instead of a JSON
-tree walked and type-checked field by field in Python (~40 % of a Binance frame's parse time).
+tree walked and type-checked field by field in Python (a Binance trade frame: 8.9 → 6.0 µs; a
+6-trade Coinbase envelope: 46.6 → 40.0 µs).
 
 A fast path answers only for a frame of the usual shape whose every trade is valid; for anything
 else (a control frame, an unusual shape, one bad element) it returns None and the exchange's
@@ -15,6 +16,7 @@ from typing import Annotated
 
 import msgspec
 
+from services.normalizer.parsers.coinbase import TAKER_SIDE
 from services.normalizer.parsers.common import ParseResult, Reject, TradeBuilder, rfc3339_us, to_decimal
 
 # orjson (the parsers' decoder for these exchanges) refuses integers outside i64..u64; msgspec takes
@@ -60,7 +62,6 @@ class _CoinbaseEnvelope(msgspec.Struct, forbid_unknown_fields=True):
 
 _BINANCE = msgspec.json.Decoder(_BinanceStreamFrame)
 _COINBASE = msgspec.json.Decoder(_CoinbaseEnvelope)
-_COINBASE_TAKER = {"BUY": "SELL", "SELL": "BUY"}  # maker side → taker side
 
 
 def binance(frame: bytes, builder: TradeBuilder) -> ParseResult | None:
@@ -94,7 +95,7 @@ def coinbase(frame: bytes, builder: TradeBuilder) -> ParseResult | None:
     try:
         for event in envelope.events:
             for trade in event.trades:
-                side = _COINBASE_TAKER.get(trade.side)
+                side = TAKER_SIDE.get(trade.side)
                 if not trade.trade_id or side is None:
                     return None
                 exchange_ts = rfc3339_us(trade.time)
