@@ -13,16 +13,14 @@ from services.normalizer.parsers import fast, parse_frame, parse_generic
 from services.normalizer.parsers.common import TradeBuilder
 from tests.normalizer.capture import capture
 from tests.normalizer.frames import BASE_US, coinbase_trade
-from tests.normalizer.test_property import INSTRUMENTS, LINEAGE, frames, json_scalars
+from tests.normalizer.test_property import BASE_MS, INSTRUMENTS, LINEAGE, frames, json_scalars
 
-BASE_MS = BASE_US // 1000
 DELETE = object()
 
 
 def _same(exchange: str, frame: bytes) -> None:
-    fast = parse_frame(exchange, frame, BASE_US, LINEAGE, INSTRUMENTS)
-    generic = parse_generic(exchange, frame, BASE_US, LINEAGE, INSTRUMENTS)
-    assert fast == generic
+    answer = parse_frame(exchange, frame, BASE_US, LINEAGE, INSTRUMENTS)
+    assert answer == parse_generic(exchange, frame, BASE_US, LINEAGE, INSTRUMENTS)
 
 
 def _binance(tid: int = 7, **data: Any) -> dict[str, Any]:
